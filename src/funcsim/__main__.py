@@ -1,0 +1,5 @@
+import sys
+
+from funcsim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,213 @@
+"""Typed, validated settings. YAML is parsed here and nowhere else.
+
+Every model forbids unknown keys and checks ranges, so a bad value is reported with the
+field's dotted path and what is allowed (see :func:`format_validation_error`). Typed objects
+flow inward; the resolved config is written beside every output (``model_dump``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from funcsim.errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["fp32", "bf16"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainConfig(_Strict):
+    """How one model is trained (the paper: Adam lr 1e-3, batch 64, 25 epochs)."""
+
+    epochs: int = Field(25, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "adamax", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0, le=1e6)
+    precision: Precision = "fp32"
+    """``bf16`` trains under bf16 autocast where the device supports it (``sound``)."""
+    channels_last: bool = True
+    """Channels-last memory format for 4-D inputs: same float32 numerics, faster convs."""
+    eval_batch_size: int = Field(1000, ge=1)
+    device: Device = "auto"
+    seed: int = Field(0, ge=0)
+
+
+class DataConfig(_Strict):
+    """Where data come from; ``train_limit``/``test_limit`` keep the first N examples."""
+
+    data_dir: Path | None = None
+    download: bool = False
+    train_limit: int | None = Field(None, ge=1)
+    test_limit: int | None = Field(None, ge=1)
+
+
+class DistillConfig(_Strict):
+    """Knowledge distillation: Hinton loss, T=3, alpha weights the hard-label term."""
+
+    alphas: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
+    temperature: float = Field(3.0, gt=0)
+    students: list[str] = Field(default_factory=lambda: ["same"])
+    """``same`` = self-distillation from the teacher's initial weights; else an architecture."""
+    epochs: int | None = Field(None, ge=1)
+    """None: as many epochs as the teacher was trained."""
+
+    @field_validator("alphas")
+    @classmethod
+    def _alphas_in_unit_interval(cls, v: list[float]) -> list[float]:
+        for a in v:
+            if not 0.0 <= a <= 1.0:
+                raise ValueError(f"alpha must lie in [0, 1], got {a}")
+        return v
+
+
+class QuantizeConfig(_Strict):
+    """Post-hoc quantization; bits 16 -> float16 weights, 8 -> int8, 4 -> int4 weight-only."""
+
+    bits: list[int] = Field(default_factory=lambda: [16, 8])
+    extra: list[str] = Field(default_factory=list)
+    """Methods beyond the paper, e.g. ``bfloat16``, ``int8_static``."""
+
+    @field_validator("bits")
+    @classmethod
+    def _supported_bits(cls, v: list[int]) -> list[int]:
+        for b in v:
+            if b not in (16, 8, 4):
+                raise ValueError(f"bits must be one of 16, 8, 4, got {b}")
+        return v
+
+
+class PruneConfig(_Strict):
+    """Global L1 unstructured pruning, post hoc (no fine-tuning in the paper)."""
+
+    amounts: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    scope: Literal["all", "weights"] | None = None
+    """None: the protocol's choice (paper ``all``, sound ``weights``)."""
+    fine_tune_epochs: int = Field(0, ge=0)
+    structured_amounts: list[float] = Field(default_factory=list)
+    """Structured L1 channel pruning (beyond the paper); empty = off."""
+
+    @field_validator("amounts", "structured_amounts")
+    @classmethod
+    def _amount_range(cls, v: list[float]) -> list[float]:
+        for a in v:
+            if not 0.0 <= a < 1.0:
+                raise ValueError(f"pruning amount must lie in [0, 1), got {a}")
+        return v
+
+
+class LandscapeConfig(_Strict):
+    method: Literal["tsne", "pca"] = "tsne"
+    perplexity: float | None = Field(None, gt=0)
+    """None: adapted to the number of checkpoints."""
+    random_state: int = 42
+
+
+class StudyConfig(_Strict):
+    """One study: datasets x architectures x {seeds, distillation, quantization, pruning}."""
+
+    name: str = Field("study", pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
+    protocol: Literal["paper", "sound"] = "paper"
+    datasets: list[str] = Field(default_factory=lambda: ["digits"], min_length=1)
+    archs: list[str] = Field(default_factory=lambda: ["lenet"], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    """The first seed trains the base; the others are the independent yardstick."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    landscape: LandscapeConfig = Field(default_factory=LandscapeConfig)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        if any(s < 0 for s in v):
+            raise ValueError(f"seeds must be >= 0, got {v}")
+        return v
+
+
+def format_validation_error(err: ValidationError, source: str = "config") -> str:
+    """One line: ``source: field.path: what is wrong`` for the first error."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"].startswith("literal_error"):
+        msg = msg.replace("Input should be", "must be")
+    more = len(err.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {where}: {msg}{suffix}"
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.epochs=5")
+    key, _, raw = text.partition("=")
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"--set {text!r}: empty key")
+    return path, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (values parsed as YAML) to a raw config mapping."""
+    for text in overrides:
+        path, value = _parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def list_presets() -> list[str]:
+    """Names of the study presets shipped with funcsim."""
+    folder = resources.files("funcsim") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings at the top level")
+    return data
+
+
+def load_study_config(source: str | Path | None = None, overrides: list[str] = ()) -> StudyConfig:  # type: ignore[assignment]
+    """A validated :class:`StudyConfig` from a preset name, a YAML path or None (``quick``)."""
+    name = "quick" if source is None else str(source)
+    if name in list_presets() and not Path(name).is_file():
+        text = (resources.files("funcsim") / "presets" / f"{name}.yaml").read_text()
+        label = f"preset {name}"
+    else:
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(
+                f"config {name!r}: no such file and no such preset "
+                f"(presets: {', '.join(list_presets())})"
+            )
+        text, label = path.read_text(), str(path)
+    data = apply_overrides(_read_yaml(text, label), list(overrides))
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, label)) from None
