@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -211,3 +211,17 @@ def load_study_config(source: str | Path | None = None, overrides: list[str] = (
         return StudyConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, label)) from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], source: str = "options", /, **values: Any) -> M:
+    """``model(**values)`` with a validation failure turned into a one-line ConfigError.
+
+    Values that are None are dropped so the model's defaults apply.
+    """
+    try:
+        return model.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None

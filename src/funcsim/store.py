@@ -128,3 +128,78 @@ def mark_done(run_dir: Path) -> None:
 
 def is_done(run_dir: Path) -> bool:
     return (Path(run_dir) / DONE).is_file()
+
+
+def save_run(
+    run_dir: Path,
+    *,
+    predictions: np.ndarray,
+    labels: np.ndarray,
+    config: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    init_state: Mapping[str, torch.Tensor] | None = None,
+    final_state: Mapping[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write one run folder (layout in the module docstring); the ``done`` marker comes last.
+
+    ``predictions`` (T, N, C) float32 softmax (T = epochs + 1, or 1 for post-hoc models).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / DONE).unlink(missing_ok=True)
+    write_json(run_dir / CONFIG, dict(config))
+    if init_state is not None:
+        write_weights(run_dir / INIT_WEIGHTS, init_state)
+    if final_state is not None:
+        write_weights(run_dir / FINAL_WEIGHTS, final_state)
+    write_npy(run_dir / PREDICTIONS, np.asarray(predictions, dtype=np.float32))
+    write_npy(run_dir / LABELS, np.asarray(labels, dtype=np.int64))
+    write_json(run_dir / METRICS, dict(metrics))
+    mark_done(run_dir)
+    return run_dir
+
+
+class RunRecord:
+    """A finished run folder, read lazily: ``config``, ``metrics``, ``predictions`` ..."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir)
+        if not self.path.is_dir():
+            raise StoreError(f"{self.path}: run folder not found")
+        if not is_done(self.path):
+            raise StoreError(
+                f"{self.path}: not a finished run (no '{DONE}' marker); expected the output "
+                "folder of funcsim train, distill or compress"
+            )
+
+    @property
+    def config(self) -> dict[str, Any]:
+        data = read_json(self.path / CONFIG)
+        if not isinstance(data, dict):
+            raise StoreError(f"{self.path / CONFIG}: expected a JSON object")
+        return data
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        data = read_json(self.path / METRICS)
+        if not isinstance(data, dict):
+            raise StoreError(f"{self.path / METRICS}: expected a JSON object")
+        return data
+
+    def predictions(self, mmap: bool = False) -> np.ndarray:
+        """(T, N, C) float32 softmax trajectory."""
+        return read_npy(self.path / PREDICTIONS, mmap=mmap)
+
+    def labels(self) -> np.ndarray:
+        return read_npy(self.path / LABELS)
+
+    def init_state(self) -> dict[str, torch.Tensor]:
+        return read_weights(self.path / INIT_WEIGHTS)
+
+    def final_state(self) -> dict[str, torch.Tensor]:
+        return read_weights(self.path / FINAL_WEIGHTS)
+
+
+def load_run(run_dir: Path) -> RunRecord:
+    """Open a finished run folder (raises :class:`StoreError` naming the path otherwise)."""
+    return RunRecord(Path(run_dir))
