@@ -16,6 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from funcsim.errors import ConfigError
 
+
+def _distinct(v: list[Any]) -> list[Any]:
+    """Reject repeated entries (each would expand into the same job twice)."""
+    seen: list[Any] = []
+    for item in v:
+        if item in seen:
+            raise ValueError(f"entries must be distinct, {item!r} appears twice")
+        seen.append(item)
+    return v
+
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["fp32", "bf16"]
 
@@ -30,7 +40,7 @@ class TrainConfig(_Strict):
     epochs: int = Field(25, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adam", "adamax", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0, le=1e6)
+    lr: float = Field(1e-3, gt=0)
     precision: Precision = "fp32"
     """``bf16`` trains under bf16 autocast where the device supports it (``sound``)."""
     channels_last: bool = True
@@ -59,6 +69,11 @@ class DistillConfig(_Strict):
     epochs: int | None = Field(None, ge=1)
     """None: as many epochs as the teacher was trained."""
 
+    @field_validator("alphas", "students")
+    @classmethod
+    def _distinct_entries(cls, v: list[Any]) -> list[Any]:
+        return _distinct(v)
+
     @field_validator("alphas")
     @classmethod
     def _alphas_in_unit_interval(cls, v: list[float]) -> list[float]:
@@ -74,6 +89,11 @@ class QuantizeConfig(_Strict):
     bits: list[int] = Field(default_factory=lambda: [16, 8])
     extra: list[str] = Field(default_factory=list)
     """Methods beyond the paper, e.g. ``bfloat16``, ``int8_static``."""
+
+    @field_validator("bits", "extra")
+    @classmethod
+    def _distinct_entries(cls, v: list[Any]) -> list[Any]:
+        return _distinct(v)
 
     @field_validator("bits")
     @classmethod
@@ -97,6 +117,7 @@ class PruneConfig(_Strict):
     @field_validator("amounts", "structured_amounts")
     @classmethod
     def _amount_range(cls, v: list[float]) -> list[float]:
+        _distinct(v)
         for a in v:
             if not 0.0 <= a < 1.0:
                 raise ValueError(f"pruning amount must lie in [0, 1), got {a}")
@@ -114,6 +135,8 @@ class StudyConfig(_Strict):
     """One study: datasets x architectures x {seeds, distillation, quantization, pruning}."""
 
     name: str = Field("study", pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
+    description: str = Field("", max_length=500)
+    """One line shown by ``funcsim presets`` and at the top of the report."""
     protocol: Literal["paper", "sound"] = "paper"
     datasets: list[str] = Field(default_factory=lambda: ["digits"], min_length=1)
     archs: list[str] = Field(default_factory=lambda: ["lenet"], min_length=1)
@@ -125,6 +148,11 @@ class StudyConfig(_Strict):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     landscape: LandscapeConfig = Field(default_factory=LandscapeConfig)
+
+    @field_validator("datasets", "archs")
+    @classmethod
+    def _distinct_names(cls, v: list[str]) -> list[str]:
+        return _distinct(v)
 
     @field_validator("seeds")
     @classmethod
