@@ -1,0 +1,179 @@
+"""FunctionalLandscape: the Gram route against PCA / cdist / t-SNE on the raw vectors."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+from sklearn.base import clone
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
+
+from funcsim.errors import ConfigError, DataError
+from funcsim.landscape import FunctionalLandscape, default_perplexity
+
+K, N, C = 12, 25, 4
+
+
+def make_sets(k: int = K, n: int = N, c: int = C, seed: int = 0) -> np.ndarray:
+    """Softmax outputs of k 'checkpoints': two clusters of perturbations of two base models."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=3.0, size=(2, n, c))
+    z = centres[np.arange(k) % 2] + rng.normal(scale=0.8, size=(k, n, c))
+    e = np.exp(z - z.max(axis=2, keepdims=True))
+    return e / e.sum(axis=2, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def sets() -> np.ndarray:
+    return make_sets()
+
+
+@pytest.fixture(scope="module")
+def fitted_pca(sets: np.ndarray) -> FunctionalLandscape:
+    return FunctionalLandscape("pca", chunk_points=4).fit(sets)
+
+
+def test_doctests_pass() -> None:
+    module = importlib.import_module("funcsim.landscape.estimator")
+    assert doctest.testmod(module).failed == 0
+
+
+def test_pca_coordinates_match_sklearn_pca_on_raw_vectors(sets, fitted_pca) -> None:
+    raw = sets.reshape(K, -1)
+    ours = fitted_pca.pca_coordinates_
+    assert ours.shape == (K, K - 1)
+    pca = PCA(n_components=K - 1, svd_solver="full").fit(raw)
+    ref = pca.transform(raw)
+    signs = np.sign(np.sum(ours * ref, axis=0))  # up to sign per component ...
+    np.testing.assert_allclose(ours * signs, ref, atol=1e-6)
+    np.testing.assert_allclose(ours[:, :2], ref[:, :2], atol=1e-6)  # ... and signs agree too
+    np.testing.assert_allclose(fitted_pca.explained_variance_, pca.explained_variance_, rtol=1e-8)
+    np.testing.assert_allclose(
+        fitted_pca.explained_variance_ratio_, pca.explained_variance_ratio_, rtol=1e-8
+    )
+
+
+def test_distances_equal_cdist_on_raw_vectors(sets, fitted_pca) -> None:
+    raw = sets.reshape(K, -1)
+    np.testing.assert_allclose(fitted_pca.distances_, cdist(raw, raw), atol=1e-10)
+    assert np.all(np.diag(fitted_pca.distances_) == 0.0)
+
+
+def test_pca_embedding_is_first_coordinates(fitted_pca) -> None:
+    assert fitted_pca.embedding_.shape == (K, 2)
+    np.testing.assert_array_equal(fitted_pca.embedding_, fitted_pca.pca_coordinates_[:, :2])
+    assert fitted_pca.perplexity_ is None and fitted_pca.kl_divergence_ is None
+    assert (fitted_pca.n_checkpoints_, fitted_pca.n_points_, fitted_pca.n_classes_) == (K, N, C)
+
+
+def test_pca_components_caps_stored_coordinates(sets) -> None:
+    fl = FunctionalLandscape("pca", pca_components=3).fit(sets)
+    assert fl.pca_coordinates_.shape == (K, 3)
+
+
+@pytest.mark.parametrize("chunk_points", [1, 7, None])
+def test_chunking_does_not_change_results(sets, fitted_pca, chunk_points) -> None:
+    fl = FunctionalLandscape("pca", chunk_points=chunk_points).fit(sets)
+    np.testing.assert_allclose(fl.pca_coordinates_, fitted_pca.pca_coordinates_, atol=1e-10)
+    np.testing.assert_allclose(fl.distances_, fitted_pca.distances_, atol=1e-12)
+
+
+def test_tsne_equals_sklearn_tsne_on_raw_vectors(sets) -> None:
+    fl = FunctionalLandscape("tsne", random_state=42).fit(sets)
+    assert fl.embedding_.shape == (K, 2)
+    assert fl.perplexity_ == default_perplexity(K)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        ref = TSNE(perplexity=fl.perplexity_, random_state=42).fit_transform(sets.reshape(K, -1))
+    np.testing.assert_allclose(fl.embedding_, ref, atol=1e-4)
+    assert fl.kl_divergence_ is not None and fl.n_iter_ is not None
+
+
+def test_tsne_is_deterministic_given_random_state(sets) -> None:
+    a = FunctionalLandscape(random_state=3, perplexity=4).fit_transform(sets)
+    b = FunctionalLandscape(random_state=3, perplexity=4).fit_transform(sets)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_input_forms_list_stack_memmap_and_low_precision(sets, fitted_pca, tmp_path: Path) -> None:
+    as_list = FunctionalLandscape("pca").fit(list(sets))
+    np.testing.assert_allclose(as_list.distances_, fitted_pca.distances_, atol=1e-12)
+
+    path = tmp_path / "sets.npy"
+    np.save(path, sets.astype(np.float32))
+    mm = np.load(path, mmap_mode="r")
+    fl32 = FunctionalLandscape("pca", chunk_points=5).fit(mm)
+    raw32 = np.asarray(mm, dtype=np.float64).reshape(K, -1)
+    np.testing.assert_allclose(fl32.distances_, cdist(raw32, raw32), atol=1e-10)
+
+    half = sets.astype(np.float16)
+    fl16 = FunctionalLandscape("pca").fit([h for h in half])
+    raw16 = half.astype(np.float64).reshape(K, -1)
+    np.testing.assert_allclose(fl16.distances_, cdist(raw16, raw16), atol=1e-10)
+
+
+def test_two_checkpoints_pad_pca_embedding() -> None:
+    sets = make_sets(k=2)
+    fl = FunctionalLandscape("pca").fit(sets)
+    assert fl.embedding_.shape == (2, 2)
+    assert np.all(fl.embedding_[:, 1] == 0.0)
+    assert abs(fl.embedding_[0, 0] - fl.embedding_[1, 0]) == pytest.approx(fl.distances_[0, 1])
+
+
+def test_identical_checkpoints_embed_without_error() -> None:
+    same = np.repeat(make_sets(k=1), 4, axis=0)
+    fl = FunctionalLandscape("pca").fit(same)
+    assert np.all(fl.distances_ == 0.0) and fl.pca_coordinates_.shape == (4, 0)
+    assert FunctionalLandscape(perplexity=2).fit(same).embedding_.shape == (4, 2)
+
+
+def test_default_perplexity_adapts_and_stays_below_k() -> None:
+    for k in (2, 3, 5, 10, 31, 100, 400, 5000):
+        p = default_perplexity(k)
+        assert 0 < p < k and p <= 30
+    assert default_perplexity(400) == 30.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "umap"}, "method"),
+        ({"perplexity": K}, "perplexity"),
+        ({"n_components": 4}, "n_components"),
+        ({"pca_components": 0}, "pca_components"),
+        ({"chunk_points": 0}, "chunk_points"),
+    ],
+)
+def test_bad_parameters_raise_config_error(sets, kwargs, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        FunctionalLandscape(**kwargs).fit(sets)
+
+
+def test_bad_data_raises_data_error(sets) -> None:
+    with pytest.raises(DataError, match="at least 2"):
+        FunctionalLandscape().fit(sets[:1])
+    with pytest.raises(DataError, match="differs"):
+        FunctionalLandscape().fit([sets[0], sets[1][:-1]])
+    bad = sets.copy()
+    bad[3, 5, 1] = np.nan
+    with pytest.raises(DataError, match=r"prediction_sets\[3\]"):
+        FunctionalLandscape("pca").fit(bad)
+    with pytest.raises(DataError, match="sequence"):
+        FunctionalLandscape().fit(sets[0])
+
+
+def test_sklearn_style_parameters(sets) -> None:
+    est = FunctionalLandscape("pca", random_state=1)
+    assert not hasattr(est, "embedding_")  # __init__ only stores parameters
+    assert est.get_params()["random_state"] == 1
+    copy = clone(est).set_params(pca_components=2)
+    assert copy.get_params()["pca_components"] == 2 and est.pca_components == 50
+    assert copy.fit(sets) is copy
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        est.set_params(alpha=1)
+    assert "FunctionalLandscape(method='pca'" in repr(est)
