@@ -26,6 +26,7 @@ def _distinct(v: list[Any]) -> list[Any]:
         seen.append(item)
     return v
 
+
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["fp32", "bf16"]
 

@@ -13,6 +13,16 @@ A *run folder* (one trained, distilled or compressed model) holds::
     labels.npy           (N_test,) int64 test labels
     metrics.json         per-epoch accuracy/loss, sizes, timings
     done                 marker, written last
+
+A *study folder* (``funcsim run``) holds::
+
+    study.json           marker of a study: the resolved StudyConfig and its job list
+    .lock                pid and host of the run in progress (stale when that pid is dead)
+    jobs/<job-id>/       one run folder per job; ``error.json`` instead of ``done`` on failure
+    report/              tables, figures, report.md, report.html
+
+Job ids are safe names (``^[A-Za-z0-9_.-]+$``) and :func:`job_dir` checks that the folder it
+returns lies inside ``RUN_DIR/jobs``, so no id can reach outside the study.
 """
 
 from __future__ import annotations
@@ -21,7 +31,10 @@ import contextlib
 import io
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +54,14 @@ PREDICTIONS = "predictions.npy"
 LABELS = "labels.npy"
 METRICS = "metrics.json"
 DONE = "done"
+ERROR = "error.json"
+
+STUDY = "study.json"
+JOBS = "jobs"
+REPORT = "report"
+LOCK = ".lock"
+STUDY_FORMAT = 1
+"""Version of the study layout, recorded in ``study.json``."""
 
 
 @contextlib.contextmanager
@@ -103,10 +124,27 @@ def read_npy(path: Path, mmap: bool = False) -> np.ndarray:
         raise StoreError(f"{path}: not a readable .npy array ({err})") from None
 
 
-def write_weights(path: Path, state: Mapping[str, torch.Tensor]) -> None:
-    """Save a state dict as safetensors (tensors made contiguous, shared storage split)."""
+def weights_to_bytes(state: Mapping[str, torch.Tensor]) -> bytes:
+    """A state dict as safetensors bytes (tensors made contiguous, shared storage split)."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    write_bytes(path, st_save(tensors))
+    return st_save(tensors)
+
+
+def weights_from_bytes(data: bytes, source: str | Path = "weights") -> dict[str, torch.Tensor]:
+    """Parse safetensors bytes; anything else is refused with ``source`` named."""
+    try:
+        return st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        raise StoreError(f"{source}: not a valid safetensors file ({err})") from None
+
+
+def write_weights(path: Path, state: Mapping[str, torch.Tensor] | bytes) -> None:
+    """Save a state dict (or safetensors bytes, checked first) as a safetensors file."""
+    if isinstance(state, bytes):
+        weights_from_bytes(state, path)
+        write_bytes(path, state)
+    else:
+        write_bytes(path, weights_to_bytes(state))
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -116,10 +154,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise StoreError(f"{path}: weights file not found") from None
-    try:
-        return st_load(data)
-    except (SafetensorError, ValueError, RuntimeError) as err:
-        raise StoreError(f"{path}: not a valid safetensors file ({err})") from None
+    return weights_from_bytes(data, path)
 
 
 def mark_done(run_dir: Path) -> None:
@@ -137,12 +172,14 @@ def save_run(
     labels: np.ndarray,
     config: Mapping[str, Any],
     metrics: Mapping[str, Any],
-    init_state: Mapping[str, torch.Tensor] | None = None,
-    final_state: Mapping[str, torch.Tensor] | None = None,
+    init_state: Mapping[str, torch.Tensor] | bytes | None = None,
+    final_state: Mapping[str, torch.Tensor] | bytes | None = None,
 ) -> Path:
     """Write one run folder (layout in the module docstring); the ``done`` marker comes last.
 
     ``predictions`` (T, N, C) float32 softmax (T = epochs + 1, or 1 for post-hoc models).
+    Weights are state dicts or safetensors bytes. A leftover ``error.json`` is removed
+    before the marker is written.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +192,7 @@ def save_run(
     write_npy(run_dir / PREDICTIONS, np.asarray(predictions, dtype=np.float32))
     write_npy(run_dir / LABELS, np.asarray(labels, dtype=np.int64))
     write_json(run_dir / METRICS, dict(metrics))
+    (run_dir / ERROR).unlink(missing_ok=True)
     mark_done(run_dir)
     return run_dir
 
@@ -203,3 +241,225 @@ class RunRecord:
 def load_run(run_dir: Path) -> RunRecord:
     """Open a finished run folder (raises :class:`StoreError` naming the path otherwise)."""
     return RunRecord(Path(run_dir))
+
+
+# --- study folders ------------------------------------------------------------------------
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def check_job_id(job_id: str) -> str:
+    """``job_id`` if it is a safe folder name (letters, digits, ``_ . -``; not ``.``/``..``)."""
+    if (
+        not isinstance(job_id, str)
+        or not _SAFE_NAME.fullmatch(job_id)
+        or job_id in (".", "..")
+        or len(job_id) > 200
+    ):
+        raise StoreError(f"invalid job id {job_id!r}: use 1-200 letters, digits, '_', '.' or '-'")
+    return job_id
+
+
+def jobs_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / JOBS
+
+
+def job_dir(run_dir: Path, job_id: str) -> Path:
+    """``RUN_DIR/jobs/<job_id>``, refusing ids that are unsafe or resolve outside RUN_DIR."""
+    check_job_id(job_id)
+    base = jobs_dir(run_dir).resolve()
+    path = (base / job_id).resolve()
+    if path.parent != base:
+        raise StoreError(f"job id {job_id!r} resolves outside {base}")
+    return path
+
+
+def report_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / REPORT
+
+
+def is_study(run_dir: Path) -> bool:
+    return (Path(run_dir) / STUDY).is_file()
+
+
+def write_study(run_dir: Path, config: Mapping[str, Any], jobs: list[Mapping[str, Any]]) -> None:
+    """Record the study: its resolved config and the list of its jobs (``study.json``)."""
+    write_json(
+        Path(run_dir) / STUDY,
+        {"funcsim_study": STUDY_FORMAT, "config": dict(config), "jobs": [dict(j) for j in jobs]},
+    )
+
+
+def read_study(run_dir: Path) -> dict[str, Any]:
+    """The contents of ``study.json``; a folder that is not a study is a one-line error."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise StoreError(f"{run_dir}: no such run folder")
+    if not is_study(run_dir):
+        raise StoreError(
+            f"{run_dir}: not a funcsim study (no {STUDY}); expected the output folder of "
+            "`funcsim run`"
+        )
+    data = read_json(run_dir / STUDY)
+    if (
+        not isinstance(data, dict)
+        or data.get("funcsim_study") != STUDY_FORMAT
+        or not isinstance(data.get("config"), dict)
+        or not isinstance(data.get("jobs"), list)
+    ):
+        raise StoreError(f"{run_dir / STUDY}: not a study file of this funcsim version")
+    return data
+
+
+def write_error(run_dir: Path, message: str, traceback: str = "", **extra: Any) -> None:
+    """Record a failed job in its folder (``error.json``); no ``done`` marker is written."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / DONE).unlink(missing_ok=True)
+    write_json(
+        run_dir / ERROR,
+        {"message": message, "traceback": traceback, "time": time.time(), **extra},
+    )
+
+
+def read_error(run_dir: Path) -> dict[str, Any] | None:
+    """The recorded failure of a job folder, or None."""
+    path = Path(run_dir) / ERROR
+    if not path.is_file():
+        return None
+    try:
+        data = read_json(path)
+    except StoreError as err:
+        return {"message": str(err), "traceback": ""}
+    return data if isinstance(data, dict) else {"message": str(data), "traceback": ""}
+
+
+def clear_job(run_dir: Path) -> None:
+    """Before a job (re)starts: drop its error record and temp files of an interrupted write."""
+    run_dir = Path(run_dir)
+    (run_dir / ERROR).unlink(missing_ok=True)
+    if run_dir.is_dir():
+        for tmp in run_dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+# --- the lock of a study folder -----------------------------------------------------------
+
+
+def _process_start(pid: int) -> str | None:
+    """A token that changes when ``pid`` is reused (Linux: start time in clock ticks)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces; the fields after ')' are fixed.
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class StudyLock:
+    """An exclusive lock on a study folder: ``RUN_DIR/.lock`` holding pid, host and start.
+
+    The lock file is written completely under a temporary name and then hard-linked into
+    place, which fails atomically if another run holds it: no two runs can both succeed,
+    and a reader never sees a half-written lock. A lock left by a crashed run on this host
+    (its pid is dead, or was reused by a process that started later) is stale and taken
+    over; a lock held from another host cannot be checked and is reported with the command
+    to remove it.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self._held = False
+
+    def _payload(self) -> bytes:
+        info = {
+            "pid": self.pid,
+            "host": self.host,
+            "start": _process_start(self.pid),
+            "time": time.time(),
+        }
+        return (json.dumps(info) + "\n").encode()
+
+    def holder(self) -> dict[str, Any] | None:
+        """The lock's contents, or None when there is no lock."""
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def is_stale(self, info: dict[str, Any]) -> bool:
+        """Whether the holder described by ``info`` is a dead process on this host."""
+        if info.get("host") != self.host:
+            return False
+        pid = info.get("pid")
+        if not isinstance(pid, int) or not _pid_alive(pid):
+            return True
+        start = info.get("start")
+        return start is not None and _process_start(pid) not in (None, start)
+
+    def acquire(self) -> StudyLock:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".lock.", suffix=".tmp", dir=self.run_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self._payload())
+            for _ in range(3):
+                try:
+                    os.link(tmp, self.path)
+                    self._held = True
+                    return self
+                except FileExistsError:
+                    info = self.holder()
+                    if info is None:
+                        continue  # released meanwhile: try again
+                    if self.is_stale(info):
+                        self.path.unlink(missing_ok=True)
+                        continue
+                    raise StoreError(self._refusal(info)) from None
+            raise StoreError(f"{self.run_dir}: could not take the lock {self.path}")
+        except OSError as err:
+            raise StoreError(f"{self.path}: could not write the lock ({err})") from err
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def _refusal(self, info: dict[str, Any]) -> str:
+        who = f"pid {info.get('pid', '?')} on host {info.get('host', '?')}"
+        if info.get("host") == self.host:
+            return f"{self.run_dir} is in use by another funcsim run ({who}); wait for it to finish"
+        return (
+            f"{self.run_dir} is locked by a funcsim run ({who}); if that run is gone, "
+            f"remove {self.path}"
+        )
+
+    def release(self) -> None:
+        if self._held:
+            info = self.holder()
+            if info and info.get("pid") == self.pid and info.get("host") == self.host:
+                self.path.unlink(missing_ok=True)
+            self._held = False
+
+    def __enter__(self) -> StudyLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -15,30 +15,54 @@ DataDirOption = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        help="Folder holding the dataset files (default: $FUNCSIM_DATA_DIR or ~/.cache/funcsim/data).",
+        help="Folder with the dataset files (default: $FUNCSIM_DATA_DIR or ~/.cache/funcsim/data).",
     ),
 ]
 DownloadOption = Annotated[
-    bool, typer.Option("--download", help="Fetch missing dataset files through torchvision (needs a network).")
+    bool,
+    typer.Option(
+        "--download", help="Fetch missing dataset files through torchvision (needs a network)."
+    ),
 ]
 
 
 @app.command()
 def train(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (see `funcsim list datasets`).")] = "digits",
-    arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture (see `funcsim list models`).")] = "lenet",
-    seed: Annotated[int, typer.Option("--seed", "-s", help="Seed of init, data order and dropout.")] = 0,
-    epochs: Annotated[int, typer.Option("--epochs", "-e", help="Training epochs (the paper: 25).")] = 25,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Mini-batch size (the paper: 64).")] = 64,
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Dataset name (see `funcsim list datasets`).")
+    ] = "digits",
+    arch: Annotated[
+        str, typer.Option("--arch", "-a", help="Architecture (see `funcsim list models`).")
+    ] = "lenet",
+    seed: Annotated[
+        int, typer.Option("--seed", "-s", help="Seed of init, data order and dropout.")
+    ] = 0,
+    epochs: Annotated[
+        int, typer.Option("--epochs", "-e", help="Training epochs (the paper: 25).")
+    ] = 25,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Mini-batch size (the paper: 64).")
+    ] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate (the paper: Adam 1e-3).")] = 1e-3,
     optimizer: Annotated[str, typer.Option("--optimizer", help="adam, adamax or sgd.")] = "adam",
-    precision: Annotated[str, typer.Option("--precision", help="fp32 (paper) or bf16 (autocast where supported).")] = "fp32",
+    precision: Annotated[
+        str, typer.Option("--precision", help="fp32 (paper) or bf16 (autocast where supported).")
+    ] = "fp32",
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Output run folder (default runs/<dataset>-<arch>-s<seed>).")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Output run folder (default runs/<dataset>-<arch>-s<seed>)."
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     download: DownloadOption = False,
-    train_limit: Annotated[int | None, typer.Option("--train-limit", help="Use only the first N training examples.")] = None,
-    test_limit: Annotated[int | None, typer.Option("--test-limit", help="Use only the first N test examples.")] = None,
+    train_limit: Annotated[
+        int | None, typer.Option("--train-limit", help="Use only the first N training examples.")
+    ] = None,
+    test_limit: Annotated[
+        int | None, typer.Option("--test-limit", help="Use only the first N test examples.")
+    ] = None,
 ) -> None:
     """Train one model and record its functional trajectory.
 
@@ -50,14 +74,32 @@ def train(
     from funcsim.train import save_result, train_model
 
     cfg = validated(
-        TrainConfig, "train options", epochs=epochs, batch_size=batch_size, lr=lr,
-        optimizer=optimizer, precision=precision, device=device, seed=seed,
+        TrainConfig,
+        "train options",
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        precision=precision,
+        device=device,
+        seed=seed,
     )
-    data_cfg = validated(DataConfig, "data options", data_dir=data_dir, download=download,
-                         train_limit=train_limit, test_limit=test_limit)
+    data_cfg = validated(
+        DataConfig,
+        "data options",
+        data_dir=data_dir,
+        download=download,
+        train_limit=train_limit,
+        test_limit=test_limit,
+    )
     MODELS.get(arch)  # an unknown name fails here, before any data are read
-    data = load_dataset(dataset, data_dir=data_cfg.data_dir, download=data_cfg.download,
-                        train_limit=data_cfg.train_limit, test_limit=data_cfg.test_limit)
+    data = load_dataset(
+        dataset,
+        data_dir=data_cfg.data_dir,
+        download=data_cfg.download,
+        train_limit=data_cfg.train_limit,
+        test_limit=data_cfg.test_limit,
+    )
     target = out_dir or Path("runs") / f"{dataset}-{arch}-s{seed}"
     _, result = train_model(data, arch, cfg, progress=not state.quiet)
     config = {
@@ -100,6 +142,8 @@ def list_things(
 
         names = list_presets()
     else:
-        raise ConfigError(f"cannot list {what!r}; choose one of: datasets, models, methods, presets")
+        raise ConfigError(
+            f"cannot list {what!r}; choose one of: datasets, models, methods, presets"
+        )
     for name in names:
         out.print(name)

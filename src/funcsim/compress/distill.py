@@ -74,26 +74,36 @@ class CachedDistillationLoss:
         self.alpha = alpha
         self.temperature = temperature
 
-    def __call__(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
         teacher = self.teacher_logits[index]
-        return distillation_loss(logits, teacher, labels, alpha=self.alpha, temperature=self.temperature)
+        return distillation_loss(
+            logits, teacher, labels, alpha=self.alpha, temperature=self.temperature
+        )
 
 
 class OnlineDistillationLoss:
     """Distillation loss that runs the (frozen, eval-mode) teacher at every step."""
 
-    def __init__(self, teacher: nn.Module, x_train: torch.Tensor, *, alpha: float, temperature: float) -> None:
+    def __init__(
+        self, teacher: nn.Module, x_train: torch.Tensor, *, alpha: float, temperature: float
+    ) -> None:
         check_distill_options(alpha, temperature)
         self.teacher = teacher
         self.x_train = x_train
         self.alpha = alpha
         self.temperature = temperature
 
-    def __call__(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
         set_eval(self.teacher)
         with torch.no_grad():
             teacher = self.teacher(self.x_train[index.to(self.x_train.device)]).float()
-        return distillation_loss(logits, teacher, labels, alpha=self.alpha, temperature=self.temperature)
+        return distillation_loss(
+            logits, teacher, labels, alpha=self.alpha, temperature=self.temperature
+        )
 
 
 def distill(
@@ -129,5 +139,7 @@ def distill(
         teacher_logits = compute_logits(teacher, x_train, batch_size=cfg.eval_batch_size)
         loss = CachedDistillationLoss(teacher_logits, alpha=alpha, temperature=temperature)
     else:
-        loss = OnlineDistillationLoss(teacher, data.x_train.to(device), alpha=alpha, temperature=temperature)
+        loss = OnlineDistillationLoss(
+            teacher, data.x_train.to(device), alpha=alpha, temperature=temperature
+        )
     return fit(student, data, cfg, loss=loss, progress=progress, description=description)

@@ -61,9 +61,7 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | P
     return model
 
 
-def save_result(
-    out_dir: Path, result: TrainResult, data: Dataset, config: dict[str, Any]
-) -> Path:
+def save_result(out_dir: Path, result: TrainResult, data: Dataset, config: dict[str, Any]) -> Path:
     """Write ``result`` as a run folder (see :mod:`funcsim.store`)."""
     return store.save_run(
         out_dir,

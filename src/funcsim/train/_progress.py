@@ -9,6 +9,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -18,13 +19,15 @@ from rich.progress import (
 class EpochProgress:
     """``with EpochProgress("train", epochs, steps) as bar: bar.step(); bar.end_epoch(...)``."""
 
-    def __init__(self, description: str, epochs: int, steps_per_epoch: int, *, enabled: bool = True) -> None:
+    def __init__(
+        self, description: str, epochs: int, steps_per_epoch: int, *, enabled: bool = True
+    ) -> None:
         self.description = description
         self.epochs = epochs
         self.steps = steps_per_epoch
         self.enabled = enabled
         self._progress: Progress | None = None
-        self._task = 0
+        self._task = TaskID(0)
 
     def __enter__(self) -> EpochProgress:
         if self.enabled:

@@ -78,7 +78,9 @@ def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
-def make_optimizer(name: str, params: list[nn.Parameter], lr: float, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, params: list[nn.Parameter], lr: float, device: torch.device
+) -> torch.optim.Optimizer:
     """Adam / Adamax / SGD with PyTorch defaults besides ``lr`` (Keras defaults match)."""
     if name == "adam":
         # fused: one kernel for all parameters; same update rule as the default Adam.
@@ -133,9 +135,13 @@ def fit(
     y_test_np = data.y_test.cpu().numpy()
     n_train, n_test = len(y_train), len(y_test_np)
     if n_train == 0 or n_test == 0:
-        raise ConfigError(f"dataset {data.name!r} has an empty split (train={n_train}, test={n_test})")
+        raise ConfigError(
+            f"dataset {data.name!r} has an empty split (train={n_train}, test={n_test})"
+        )
 
-    optimizer = make_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad], cfg.lr, device)
+    optimizer = make_optimizer(
+        cfg.optimizer, [p for p in model.parameters() if p.requires_grad], cfg.lr, device
+    )
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
     predictions = np.empty((cfg.epochs + 1, n_test, data.num_classes), dtype=np.float32)
     test_acc: list[float] = []
@@ -146,9 +152,19 @@ def fit(
     def evaluate(epoch: int) -> None:
         nonlocal eval_seconds
         t0 = time.perf_counter()
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+        autocast = (
+            torch.autocast(device.type, dtype=torch.bfloat16)
+            if use_bf16
+            else contextlib.nullcontext()
+        )
         with autocast:
-            predict_into(model, x_test, predictions[epoch], batch_size=cfg.eval_batch_size, channels_last=channels_last)
+            predict_into(
+                model,
+                x_test,
+                predictions[epoch],
+                batch_size=cfg.eval_batch_size,
+                channels_last=channels_last,
+            )
         nll, acc = _test_loss_and_accuracy(predictions[epoch], y_test_np)
         test_loss.append(nll)
         test_acc.append(acc)
@@ -166,7 +182,11 @@ def fit(
                 xb, yb = x_train[index], y_train[index]
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+                autocast = (
+                    torch.autocast(device.type, dtype=torch.bfloat16)
+                    if use_bf16
+                    else contextlib.nullcontext()
+                )
                 with autocast:
                     logits = model(xb)
                 batch_loss = loss_fn(logits.float(), yb, index)
