@@ -25,10 +25,10 @@ __all__ = ["compare"]
 
 def _device_of(model: nn.Module) -> torch.device | None:
     """The device of the model's first parameter or buffer (None for a stateless model)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for param in model.parameters():
+        return param.device
+    for buffer in model.buffers():
+        return buffer.device
     return None
 
 
