@@ -13,7 +13,8 @@ from funcsim.errors import UnknownNameError
 from funcsim.models import MODELS, get_model, list_models, register_model
 
 BATCH = 2
-# (in_channels, H, W, classes) of the datasets funcsim trains on.
+# (in_channels, H, W, classes) of the datasets funcsim trains on. CIFAR-100 differs from
+# CIFAR-10 only in the classifier, so it gets a forward pass only (keeps ResNet-50 cheap).
 SHAPES = {
     "digits": (1, 8, 8, 10),
     "mnist": (1, 28, 28, 10),
@@ -43,7 +44,7 @@ def test_builtin_models_are_registered() -> None:
     }
 
 
-@pytest.mark.parametrize("dataset", sorted(SHAPES))
+@pytest.mark.parametrize("dataset", ["digits", "mnist", "cifar10"])
 @pytest.mark.parametrize("name", list_models())
 def test_forward_backward(name: str, dataset: str) -> None:
     channels, height, width, classes = SHAPES[dataset]
@@ -60,6 +61,16 @@ def test_forward_backward(name: str, dataset: str) -> None:
     model.eval()
     with torch.no_grad():
         assert model(x).shape == (BATCH, classes)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_cifar100_logits(name: str) -> None:
+    channels, height, width, classes = SHAPES["cifar100"]
+    model = _build(name, SHAPES["cifar100"]).eval()
+    with torch.no_grad():
+        logits = model(torch.rand(BATCH, channels, height, width))
+    assert logits.shape == (BATCH, classes)
+    assert torch.isfinite(logits).all()
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -115,8 +126,14 @@ def test_lenet_pads_on_digits() -> None:
 
 def test_lenet5_reaches_the_classic_map_on_mnist_and_cifar() -> None:
     for dataset in ("mnist", "cifar10"):
-        linears = [m for m in _build("lenet5", SHAPES[dataset]).modules() if isinstance(m, nn.Linear)]
-        assert [(m.in_features, m.out_features) for m in linears] == [(400, 120), (120, 84), (84, 10)]
+        linears = [
+            m for m in _build("lenet5", SHAPES[dataset]).modules() if isinstance(m, nn.Linear)
+        ]
+        assert [(m.in_features, m.out_features) for m in linears] == [
+            (400, 120),
+            (120, 84),
+            (84, 10),
+        ]
 
 
 def test_mobilenet_is_keras_mobilenet_v1() -> None:
@@ -154,3 +171,19 @@ def test_resnet_keeps_imagenet_stem_on_large_images() -> None:
     )
     assert isinstance(model.maxpool, nn.MaxPool2d)
     assert model(torch.rand(BATCH, 1, 96, 96)).shape == (BATCH, 5)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_stem_override(name: str) -> None:
+    builder = MODELS.get(name)
+    cifar = builder(in_channels=3, num_classes=10, image_size=(32, 32))
+    imagenet = builder(in_channels=3, num_classes=10, image_size=(32, 32), stem="imagenet")
+    first_conv = {
+        stem: next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+        for stem, model in (("cifar", cifar), ("imagenet", imagenet))
+    }
+    assert first_conv["cifar"].stride == (1, 1)
+    assert first_conv["imagenet"].stride == (2, 2)
+    assert imagenet(torch.rand(BATCH, 3, 32, 32)).shape == (BATCH, 10)
+    with pytest.raises(ValueError, match="stem"):
+        builder(in_channels=3, num_classes=10, image_size=(32, 32), stem="tiny")

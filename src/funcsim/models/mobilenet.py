@@ -7,14 +7,14 @@ ReLU6), no biases in the backbone, BatchNorm with Keras' defaults (epsilon 1e-3,
 which is ``momentum=0.01`` in PyTorch's convention) and Keras' Glorot-uniform kernels. Stride-2
 layers pad like Keras: the stem with TensorFlow's 'same' rule (one zero row/column at the
 bottom/right for even sizes), the blocks with one zero row/column at the bottom/right and a
-'valid' 3x3 kernel. With 3 input channels the
-backbone has 3,206,976 parameters, Keras' trainable count (its 3,228,864 adds the 21,888 BN
-moving statistics, which are buffers here).
+'valid' 3x3 kernel. With 3 input channels the backbone has 3,206,976 parameters, Keras'
+trainable count (its 3,228,864 adds the 21,888 BN moving statistics, which are buffers here).
 
 Size rule: a stride-2 block keeps stride 2 along a dimension only where its input is at least
 2 px long; on a 1-px dimension (where Keras' padded 'valid' kernel would leave nothing) it
-becomes a stride-1 'same' layer (the 'same' stem never needs this). 32x32 is untouched (32 -> 16 -> 8 -> 4 -> 2 -> 1); 28x28 keeps
-the last block stride 1 (28 -> 14 -> 7 -> 3 -> 1 -> 1); 8x8 keeps the last two (8 -> 4 -> 2 -> 1).
+becomes a stride-1 'same' layer (the 'same' stem never needs this). 32x32 is untouched
+(32 -> 16 -> 8 -> 4 -> 2 -> 1); 28x28 makes the last stride-2 block stride 1
+(28 -> 14 -> 7 -> 3 -> 1 -> 1); 8x8 the last two (8 -> 4 -> 2 -> 1 -> 1 -> 1).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _padded_3x3(
         layers.append(nn.ZeroPad2d((left, right, top, bottom)))
     layers.append(
         nn.Conv2d(
-            in_channels, out_channels, 3, stride=tuple(strides), groups=groups, bias=False
+            in_channels, out_channels, 3, stride=(strides[0], strides[1]), groups=groups, bias=False
         )
     )
     return layers, (out[0], out[1])
