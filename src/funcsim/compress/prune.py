@@ -91,6 +91,22 @@ class _BufferStandIn(nn.Module):
         self.value = nn.Parameter(value.detach().clone(), requires_grad=False)
 
 
+def _parameter_orders(targets: list[Target]) -> list[tuple[nn.Module, list[str]]]:
+    """Each target module's parameter names in order, to restore after ``prune.remove``."""
+    modules = {id(m): m for m, _ in targets}
+    return [(m, list(m._parameters)) for m in modules.values()]
+
+
+def _remove_masks(targets: list[Target], orders: list[tuple[nn.Module, list[str]]]) -> None:
+    """``prune.remove`` every target, then restore each module's parameter order (``remove``
+    re-registers the parameter last, which would reorder the ``state_dict`` keys)."""
+    for module, name in targets:
+        torch_prune.remove(module, name)
+    for module, order in orders:
+        params = module._parameters
+        module._parameters = type(params)((k, params[k]) for k in order)
+
+
 def _scope_stats(tensors: list[torch.Tensor]) -> dict[str, float | int]:
     numel = sum(t.numel() for t in tensors)
     zeros = sum(int((t == 0).sum()) for t in tensors)
@@ -113,12 +129,12 @@ def l1_unstructured(model: nn.Module, *, amount: float, scope: Scope = "weights"
     targets = params + [(s, "value") for s, _, _ in stand_ins]
     if not targets:
         raise ConfigError("l1_unstructured found nothing to prune (no conv or linear weight)")
+    orders = _parameter_orders(params)
     with torch.no_grad():
         torch_prune.global_unstructured(
             targets, pruning_method=torch_prune.L1Unstructured, amount=amount
         )
-        for module, name in targets:
-            torch_prune.remove(module, name)
+        _remove_masks(targets, orders)
         for stand_in, module, name in stand_ins:
             getattr(module, name).copy_(stand_in.value)
     pruned = [getattr(m, name) for m, name in params + buffers]
@@ -141,10 +157,12 @@ def l1_structured(model: nn.Module, *, amount: float) -> Compressed:
     convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
     if not convs:
         raise ConfigError("l1_structured prunes conv output channels; the model has no conv")
+    targets: list[Target] = [(conv, "weight") for conv in convs]
+    orders = _parameter_orders(targets)
     with torch.no_grad():
         for conv in convs:
             torch_prune.ln_structured(conv, "weight", amount=amount, n=1, dim=0)
-            torch_prune.remove(conv, "weight")
+        _remove_masks(targets, orders)
     weights = [conv.weight for conv in convs]
     channels = sum(w.shape[0] for w in weights)
     zero_channels = sum(
