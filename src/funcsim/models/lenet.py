@@ -33,6 +33,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from funcsim.errors import ConfigError
 from funcsim.models._api import register_model
 
 __all__ = ["LeNet", "LeNet5", "lenet", "lenet5"]
@@ -72,7 +73,7 @@ class LeNet(nn.Module):
         for out_channels in (32, 64):
             h, w = _conv_out(h, 3, padding), _conv_out(w, 3, padding)
             if min(h, w) < 1:
-                raise ValueError(f"image size {image_size} is too small for lenet")
+                raise ConfigError(f"image size {image_size} is too small for lenet")
             kernel = (_pool_kernel(h), _pool_kernel(w))
             layers += [
                 nn.Conv2d(channels, out_channels, 3, padding=padding),
@@ -128,7 +129,7 @@ class LeNet5(nn.Module):
                 padding = 2  # 'same': keep at least 2 px so the pool has something to pool
             h, w = _conv_out(h, 5, padding), _conv_out(w, 5, padding)
             if min(h, w) < 1:
-                raise ValueError(f"image size {image_size} is too small for lenet5")
+                raise ConfigError(f"image size {image_size} is too small for lenet5")
             kernel = (_pool_kernel(h), _pool_kernel(w))
             layers += [
                 nn.Conv2d(channels, out_channels, 5, padding=padding),

@@ -28,6 +28,7 @@ from typing import Literal
 import torchvision
 from torch import nn
 
+from funcsim.errors import ConfigError
 from funcsim.models._api import register_model
 
 __all__ = ["HEAD_UNITS", "SMALL_IMAGE_MAX", "Stem", "mobilenet_v2", "resnet18", "resnet50"]
@@ -53,7 +54,7 @@ Stem = Literal["auto", "cifar", "imagenet"]
 
 def _cifar_stem(image_size: tuple[int, int], stem: Stem) -> bool:
     if stem not in ("auto", "cifar", "imagenet"):
-        raise ValueError(f"stem must be 'auto', 'cifar' or 'imagenet', not {stem!r}")
+        raise ConfigError(f"stem must be 'auto', 'cifar' or 'imagenet', not {stem!r}")
     return stem == "cifar" or (stem == "auto" and max(image_size) <= SMALL_IMAGE_MAX)
 
 
