@@ -64,12 +64,23 @@ STUDY_FORMAT = 1
 """Version of the study layout, recorded in ``study.json``."""
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()
+"""Mode of written files: what ``open()`` would give (``mkstemp`` alone makes them 0600)."""
+
+
 @contextlib.contextmanager
 def _atomic_open(path: Path) -> Iterator[io.BufferedWriter]:
     """Open a temp file beside ``path``; on success fsync and rename it onto ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()

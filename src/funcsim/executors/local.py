@@ -1,0 +1,130 @@
+"""Local executors: jobs in this process (``--jobs 1``) or in N spawned worker processes.
+
+Workers are started with the ``spawn`` method (no forked torch state) and each runs torch
+with ``cores // N`` threads, so N parallel jobs share the machine instead of fighting for
+it. A worker whose driver dies (``kill -9``) exits at once rather than finish a job that
+nobody will collect; whatever it had written is incomplete, so it has no ``done`` marker.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from funcsim.executors._base import Executor
+from funcsim.study.execute import JobOutcome, run_job_safely
+from funcsim.study.jobs import Job
+
+PARENT_POLL_SECONDS = 0.5
+"""How often a worker checks that its driver is still alive."""
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    """``max(1, cores // workers)``: torch threads of each of ``workers`` processes."""
+    return max(1, available_cores() // max(1, workers))
+
+
+class InProcessExecutor(Executor):
+    """Runs each job synchronously in the calling process (the default, ``--jobs 1``)."""
+
+    name = "local"
+
+    def __init__(self, *, progress: bool = False) -> None:
+        self.progress = progress
+
+    def submit(self, job: Job, run_dir: Path) -> cf.Future[Any]:
+        future: cf.Future[Any] = cf.Future()
+        future.set_result(run_job_safely(job, run_dir, progress=self.progress))
+        return future
+
+    def describe(self) -> str:
+        return "local (1 process)"
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(3)
+        time.sleep(PARENT_POLL_SECONDS)
+
+
+def _init_worker(threads: int, parent: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _run_in_worker(job: Job, run_dir: str) -> JobOutcome:
+    return run_job_safely(job, Path(run_dir))
+
+
+class ProcessPoolJobExecutor(Executor):
+    """Runs up to ``workers`` independent jobs at once in spawned worker processes."""
+
+    name = "local"
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.capacity = workers
+        self.threads = threads_per_worker(workers)
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(
+            max_workers=self.capacity,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self.threads, os.getpid()),
+        )
+
+    def submit(self, job: Job, run_dir: Path) -> cf.Future[Any]:
+        if self._pool is None:
+            self._pool = self._new_pool()
+        try:
+            return self._pool.submit(_run_in_worker, job, str(run_dir))
+        except BrokenProcessPool:  # a worker died earlier: start a fresh pool
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+            return self._pool.submit(_run_in_worker, job, str(run_dir))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def abort(self) -> None:
+        """Stop at once (Ctrl-C): cancel queued jobs and terminate the workers."""
+        if self._pool is not None:
+            processes = list(getattr(self._pool, "_processes", {}).values())
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+            self._pool = None
+
+    def describe(self) -> str:
+        return f"local ({self.capacity} processes x {self.threads} threads)"
+
+
+def local_executor(jobs: int = 1, *, progress: bool = False) -> Executor:
+    """``--jobs 1``: in this process; ``--jobs N``: N worker processes."""
+    if jobs < 1:
+        from funcsim.errors import ConfigError
+
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    return InProcessExecutor(progress=progress) if jobs == 1 else ProcessPoolJobExecutor(jobs)
