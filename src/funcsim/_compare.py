@@ -12,15 +12,17 @@ the teacher) and ``model_b`` the candidate (compressed, student)::
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from funcsim.errors import DataError
+from funcsim.errors import DataError, StoreError
 
-__all__ = ["compare"]
+__all__ = ["StoredPredictions", "compare", "compare_stored", "load_labels", "load_predictions"]
 
 
 def _device_of(model: nn.Module) -> torch.device | None:
@@ -148,3 +150,85 @@ def compare(
     if labels is not None:
         given = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     return compare_predictions(p, q, given)
+
+
+# --------------------------------------------------------------------------- stored predictions
+
+
+@dataclass(frozen=True)
+class StoredPredictions:
+    """Final-checkpoint predictions read from a ``.npy`` file or a run folder."""
+
+    source: str
+    predictions: np.ndarray
+    """(N, C) probabilities (the last checkpoint of a (T, N, C) trajectory)."""
+    labels: np.ndarray | None
+    checkpoints: int
+
+
+def load_predictions(path: Path | str) -> StoredPredictions:
+    """Read predictions to compare: a ``.npy`` file of shape (N, C) or (T, N, C) (the last
+    checkpoint is used) or a run folder (its ``predictions.npy`` and ``labels.npy``).
+
+    The array is validated as probabilities (finite, non-negative, rows summing to 1); any
+    problem raises a :class:`~funcsim.errors.FuncsimError` naming the path.
+    """
+    from funcsim import store
+    from funcsim.similarity import check_probabilities
+
+    path = Path(path)
+    labels = None
+    if path.is_dir():
+        run = store.load_run(path)
+        trajectory = run.predictions(mmap=True)
+        labels = run.labels()
+    elif path.is_file():
+        trajectory = store.read_npy(path, mmap=True)
+    else:
+        raise StoreError(f"{path}: no such file or run folder")
+    if trajectory.ndim == 3:
+        if trajectory.shape[0] == 0:
+            raise DataError(f"{path}: a trajectory with no checkpoints, shape {trajectory.shape}")
+        final, checkpoints = np.asarray(trajectory[-1]), int(trajectory.shape[0])
+    elif trajectory.ndim == 2:
+        final, checkpoints = np.asarray(trajectory), 1
+    else:
+        raise DataError(
+            f"{path}: expected predictions of shape (N, C) or (T, N, C), got {trajectory.shape}"
+        )
+    check_probabilities(final, str(path))
+    return StoredPredictions(str(path), final, labels, checkpoints)
+
+
+def load_labels(path: Path | str) -> np.ndarray:
+    """Integer class labels of shape (N,) from a ``.npy`` file."""
+    from funcsim import store
+
+    labels = store.read_npy(Path(path))
+    if labels.ndim != 1:
+        raise DataError(f"{path}: expected labels of shape (N,), got {labels.shape}")
+    return labels
+
+
+def compare_stored(
+    a: StoredPredictions, b: StoredPredictions, labels: np.ndarray | None = None
+) -> dict[str, float]:
+    """:func:`~funcsim.similarity.compare_predictions` of two stored prediction sets.
+
+    ``a`` is the reference. Labels: ``labels`` if given, else those of the run folders (which
+    must agree when both have them).
+    """
+    from funcsim.similarity import check_labels, check_probabilities, compare_predictions
+
+    if a.predictions.shape != b.predictions.shape:
+        check_probabilities(b.predictions, b.source, shape=a.predictions.shape)
+    if labels is None:
+        if a.labels is not None and b.labels is not None and not np.array_equal(a.labels, b.labels):
+            raise DataError(
+                f"{a.source} and {b.source} hold different test labels; they were not "
+                "evaluated on the same test set (pass --labels to override)"
+            )
+        labels = a.labels if a.labels is not None else b.labels
+    if labels is not None:
+        labels = check_labels(labels, *a.predictions.shape)
+    return compare_predictions(a.predictions, b.predictions, labels)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from funcsim.cli import _commands_report  # noqa: F401
 from funcsim.cli import _commands_train  # noqa: F401  (registers commands)
 from funcsim.cli._app import app, console, is_debug
 from funcsim.errors import FuncsimError
