@@ -91,7 +91,9 @@ def compress(model: nn.Module, method: str, **options: Any) -> Compressed:
             f"compression method {method!r} needs option(s) {', '.join(missing)}; "
             f"allowed: {listing}"
         )
-    return fn(model, **options)
+    result = fn(model, **options)
+    result.info.setdefault("method", method)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

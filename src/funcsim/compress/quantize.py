@@ -412,6 +412,7 @@ class Int8StaticModel(nn.Module):
         self.compiled = compiled
         self.batch_size = batch_size
         self.__dict__["_compiled_fn"] = None  # not a submodule: no duplicate state_dict keys
+        self.training = False  # the graph was moved to eval mode before wrapping
 
     def train(self, mode: bool = True) -> Int8StaticModel:
         self.training = mode
