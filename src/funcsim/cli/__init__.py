@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import click
 
-from funcsim.cli import _commands_report  # noqa: F401
-from funcsim.cli import _commands_train  # noqa: F401  (registers commands)
+from funcsim.cli import (
+    _commands_compress,  # noqa: F401
+    _commands_report,  # noqa: F401
+    _commands_study,  # noqa: F401
+    _commands_train,  # noqa: F401  (registers commands)
+)
 from funcsim.cli._app import app, console, is_debug
 from funcsim.errors import FuncsimError
 

@@ -171,14 +171,19 @@ def fit(
         eval_seconds += time.perf_counter() - t0
 
     evaluate(0)
-    steps = math.ceil(n_train / cfg.batch_size)
+    # Batch boundaries; a last batch of one example joins the one before it, because
+    # BatchNorm cannot normalise a single example over a 1x1 map in training mode.
+    bounds = list(range(0, n_train, cfg.batch_size)) + [n_train]
+    if len(bounds) > 2 and n_train - bounds[-2] == 1:
+        del bounds[-2]
+    steps = len(bounds) - 1
     with EpochProgress(description, cfg.epochs, steps, enabled=progress) as bar:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             order = torch.randperm(n_train, generator=generator).to(device)
             running = torch.zeros((), device=device, dtype=torch.float64)
             for step in range(steps):
-                index = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                index = order[bounds[step] : bounds[step + 1]]
                 xb, yb = x_train[index], y_train[index]
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
