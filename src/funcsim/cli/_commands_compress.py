@@ -37,7 +37,7 @@ def _base_params(run: store.RunRecord) -> dict[str, Any]:
         params = {
             "dataset": cfg["dataset"],
             "arch": cfg["arch"],
-            "seed": int(cfg.get("seed", train.get("seed", 0))),
+            "seed": int(cfg.get("seed") or train.get("seed") or 0),
             "data": dict(cfg.get("data", {})),
             "train": train,
         }
@@ -146,9 +146,8 @@ def compress_cmd(
     elif method in list_methods():
         name, role, label = method, "quantize_extra", method
     else:
-        raise ConfigError(
-            f"unknown method {method!r}; choose one of: quantize, prune, {', '.join(list_methods())}"
-        )
+        names = ", ".join(["quantize", "prune", *list_methods()])
+        raise ConfigError(f"unknown method {method!r}; choose one of: {names}")
     accepted = method_options(name)
     given = {"amount": amount, "compute": compute}
     if "scope" in accepted:
