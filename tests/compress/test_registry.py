@@ -19,6 +19,7 @@ from funcsim.compress import (
     get_method,
     list_methods,
     method_options,
+    plain_state_dict,
     register_method,
     sparse_bytes,
     storage_bytes,
@@ -154,3 +155,15 @@ def test_sparse_bytes_takes_the_smaller_of_dense_and_csr():
     with torch.no_grad():
         layer.weight.fill_(1.0)
     assert sparse_bytes(layer) == storage_bytes(layer) == 400
+
+
+def test_plain_state_dict_expands_quantized_weights_for_safetensors():
+    from safetensors.torch import load, save
+
+    out = compress(_model(), "int8_dynamic")
+    plain = plain_state_dict(out.model)
+    assert all(type(t) is torch.Tensor for t in plain.values())
+    assert plain["5.weight.qdata"].dtype == torch.int8 and "5.weight.scale" in plain
+    assert sum(tensor_bytes(t) for t in plain.values()) == out.storage_bytes
+    restored = load(save({k: v.contiguous() for k, v in plain.items()}))
+    assert torch.equal(restored["5.weight.qdata"], plain["5.weight.qdata"])

@@ -146,6 +146,30 @@ def storage_bytes(model: nn.Module) -> int:
     return sum(tensor_bytes(t) for _, t in stored_tensors(model))
 
 
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` with only plain tensors, e.g. to save as safetensors.
+
+    A tensor subclass (torchao's quantized weights) is expanded into its inner tensors under
+    ``"<key>.<inner name>"`` (``fc.weight.qdata``, ``fc.weight.scale`` ...), so the int8 data are
+    saved at their stored dtype. This is for inspection and sizes; it cannot be loaded back into
+    the quantized module with ``load_state_dict``.
+    """
+    plain: dict[str, torch.Tensor] = {}
+
+    def add(key: str, t: torch.Tensor) -> None:
+        if getattr(type(t), "__tensor_flatten__", None) is not None:
+            inner_names, _ = t.__tensor_flatten__()  # type: ignore[attr-defined]
+            for inner in inner_names:
+                add(f"{key}.{inner}", getattr(t, inner))
+        else:
+            plain[key] = t.detach()
+
+    for key, value in model.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            add(key, value)
+    return plain
+
+
 def sparse_bytes(model: nn.Module) -> int:
     """Size of ``model`` if every tensor were stored in the smaller of dense and CSR form.
 

@@ -39,6 +39,7 @@ Registered methods (all run on CPU, none trains, none modifies its input):
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from typing import Any, Literal
 
@@ -58,6 +59,18 @@ DEFAULT_GROUP_SIZE = 32
 DEFAULT_CALIBRATION_BATCH = 256
 _SCALE_EPS = torch.finfo(torch.float32).tiny
 _DTYPES_16 = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _import_torchao() -> None:
+    """Import torchao (10 s, hence lazily), hiding a deprecation line it logs under torch 2.14."""
+    logger = logging.getLogger("torch.utils._pytree")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        import torchao.quantization  # noqa: F401
+        import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+    finally:
+        logger.setLevel(level)
 
 
 def _check_choice(option: str, value: object, choices: tuple[object, ...]) -> None:
@@ -225,6 +238,7 @@ def int8_dynamic(
     model: nn.Module, *, activations: Literal["float", "int8"] = "float"
 ) -> Compressed:
     """The paper's 8-bit: int8 per-channel weights for every Conv2d and Linear layer."""
+    _import_torchao()
     from torchao.quantization import (
         Int8DynamicActivationInt8WeightConfig,
         Int8WeightOnlyConfig,
@@ -463,6 +477,7 @@ def int8_static(
     ``calibration`` (a float tensor of inputs, e.g. a training subset) sets the activation
     ranges; ``batch_size`` is the calibration batch and the fixed batch of the compiled model.
     """
+    _import_torchao()
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
