@@ -53,6 +53,9 @@ def _format(key: str, value: float) -> str:
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="Study folder written by `funcsim run`.")],
+    no_figures: Annotated[
+        bool, typer.Option("--no-figures", help="Tables and documents only (faster).")
+    ] = False,
 ) -> None:
     """Write the study's report: tables, figures, report.md and a self-contained report.html.
 
@@ -62,7 +65,7 @@ def report(
     """
     from funcsim.report import build_report
 
-    folder = build_report(run_dir)
+    folder = build_report(run_dir, figures=not no_figures)
     out.print(f"report written to {folder / 'report.html'} (and report.md, tables, figures)")
 
 

@@ -30,8 +30,11 @@ __all__ = ["REPORT_DIR", "build_report"]
 REPORT_DIR = "report"
 
 
-def build_report(run_dir: Path | str) -> Path:
+def build_report(run_dir: Path | str, *, figures: bool = True) -> Path:
     """Write the report of the study in ``run_dir``; return the report folder.
+
+    ``figures=False`` skips the figures (the tables and documents take a fraction of the
+    time); figure files of an earlier build are then left as they are.
 
     Raises :class:`funcsim.errors.StoreError` when ``run_dir`` is not a study folder.
     Failed jobs are listed in the report; groups without a finished base are skipped and
@@ -60,15 +63,19 @@ def build_report(run_dir: Path | str) -> Path:
     write("similarity.csv", tables.similarity_csv(analysis))
     write("similarity.md", tables.similarity_markdown(analysis))
 
-    landscape_cfg = runs.study.landscape if runs.study else LandscapeConfig()
-    group_figs, dataset_figs = _figures(analysis, out, landscape_cfg)
+    group_figs: dict[str, list[FigureFile]] = {}
+    dataset_figs: dict[str, FigureFile] = {}
+    if figures:
+        landscape_cfg = runs.study.landscape if runs.study else LandscapeConfig()
+        group_figs, dataset_figs = _figures(analysis, out, landscape_cfg)
     figure_files = [
         str(p)
         for figs in [*group_figs.values(), list(dataset_figs.values())]
         for f in figs
         for p in (f.png, f.svg)
     ]
-    _remove_stale_figures(out, figure_files)
+    if figures:
+        _remove_stale_figures(out, figure_files)
     files = [*written, "report.md", "report.html", *sorted(figure_files)]
     doc = compose(runs, analysis, group_figs, dataset_figs, files)
     store.write_text(out / "report.md", to_markdown_document(doc))
