@@ -141,7 +141,7 @@ def compare(
         given = data.y_test.numpy()
     elif isinstance(data, (torch.Tensor, np.ndarray)):
         p, q = _predict_pair(model_a, model_b, _as_inputs(data, "data"), batch_size)
-    elif isinstance(data, Iterable):
+    elif isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
         p, q, given = _predict_loader(model_a, model_b, data, batch_size)
     else:
         raise DataError(
