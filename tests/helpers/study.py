@@ -9,6 +9,7 @@ quantized models are near copies of the base, pruning perturbs the base more and
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,15 @@ def _trajectory(rng: np.random.Generator, final: np.ndarray, epochs: int) -> np.
     return _softmax(np.stack(steps))
 
 
+def _job_id(kind: str, dataset: str, arch: str, label: str) -> str:
+    what = re.sub(r"[^A-Za-z0-9_.-]+", "_", label.replace("%", "pct")).strip("_")
+    return f"{kind}-{dataset}-{arch}-{what}"
+
+
 def _config(dataset: str, arch: str, role: str, label: str, seed: int, **extra: Any) -> dict:
     kind = {"base": "train", "independent": "train", "distill": "distill"}.get(role, "compress")
     return {
-        "job_id": f"{dataset}-{arch}-{role}-{label}",
+        "job_id": _job_id(kind, dataset, arch, label),
         "kind": kind,
         "study": "synthetic",
         "protocol": "paper",
@@ -78,7 +84,7 @@ def make_study(
     failed: bool = True,
     cross_arch: bool = False,
 ) -> Path:
-    """Write ``run_dir/study.json`` and one run folder per job."""
+    """Write ``run_dir/study.json`` (config and job list) and one run folder per job."""
     study = StudyConfig(
         name="synthetic",
         datasets=list(datasets),
@@ -87,8 +93,7 @@ def make_study(
         train={"epochs": EPOCHS},
         landscape={"method": "pca", "random_state": 42},
     )
-    store.write_json(run_dir / "study.json", study.model_dump(mode="json"))
-    jobs = run_dir / "jobs"
+    listed: list[dict[str, Any]] = []
     for d_i, dataset in enumerate(datasets):
         rng = np.random.default_rng(100 + d_i)
         labels = rng.integers(0, classes, size=N_POINTS)
@@ -99,8 +104,9 @@ def make_study(
                 config: dict, predictions: np.ndarray, labels: np.ndarray = labels, **metrics: Any
             ) -> None:
                 acc = float(np.mean(predictions[-1].argmax(1) == labels))
+                listed.append(_summary(config))
                 store.save_run(
-                    jobs / config["job_id"].replace(" ", "_").replace("%", "pct"),
+                    store.job_dir(run_dir, config["job_id"]),
                     predictions=predictions,
                     labels=labels,
                     config=config,
@@ -171,10 +177,18 @@ def make_study(
                     sparsity=amount,
                 )
     if failed:
-        folder = jobs / "failed-job"
-        store.write_json(
-            folder / "config.json",
-            _config(datasets[0], archs[0], "prune", "prune 95%", 0, options={"amount": 0.95}),
+        config = _config(datasets[0], archs[0], "prune", "prune 95%", 0, options={"amount": 0.95})
+        listed.append(_summary(config))
+        store.write_error(
+            store.job_dir(run_dir, config["job_id"]),
+            "RuntimeError: out of memory",
+            label=f"{datasets[0]}/{archs[0]}: prune 95%",
         )
-        store.write_json(folder / "error.json", {"message": "RuntimeError: out of memory"})
+    store.write_study(run_dir, {**study.model_dump(mode="json"), "funcsim_version": "0"}, listed)
     return run_dir
+
+
+def _summary(config: dict[str, Any]) -> dict[str, Any]:
+    """The job's entry in ``study.json`` (as :meth:`funcsim.study.Job.summary` writes it)."""
+    keys = ("kind", "dataset", "arch", "role", "label")
+    return {"id": config["job_id"], **{k: config[k] for k in keys}, "deps": []}

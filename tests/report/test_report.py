@@ -337,7 +337,7 @@ def test_without_independents_there_is_no_proximity(tmp_path: Path) -> None:
 
 def test_a_group_without_base_is_named_not_analysed(tmp_path: Path) -> None:
     run_dir = make_study(tmp_path / "study", failed=False)
-    shutil.rmtree(next((run_dir / "jobs").glob("*-base-*")))
+    shutil.rmtree(next((run_dir / "jobs").glob("train-*-base_seed_0")))
     out = build_report(run_dir, figures=False)
     md = (out / "report.md").read_text()
     assert "## Not analysed" in md and "no finished base model" in md
@@ -346,23 +346,21 @@ def test_a_group_without_base_is_named_not_analysed(tmp_path: Path) -> None:
 
 def test_jobs_of_an_earlier_configuration_are_ignored(tmp_path: Path) -> None:
     run_dir = make_study(tmp_path / "study", failed=False)
-    jobs = sorted(p.name for p in (run_dir / "jobs").iterdir())
-    kept = [j for j in jobs if "prune" not in j]
     record = json.loads((run_dir / "study.json").read_text())
-    record["funcsim_version"] = "0.1.0"
-    record["jobs"] = [{"id": j} for j in [*kept, "train-never-run"]]
+    record["jobs"] = [j for j in record["jobs"] if j["role"] != "prune"]
+    record["jobs"].append({"id": "train-never-run", "kind": "train", "deps": []})
     store.write_json(run_dir / "study.json", record)
     out = build_report(run_dir, figures=False)
     labels = {r["model"] for r in _csv(out / "similarity.csv")}
-    assert not any(label.startswith("prune") for label in labels)
+    assert labels and not any(label.startswith("prune") for label in labels)
     assert "L1 10%" not in _csv(out / "accuracy_deviation.csv")[0]
     assert "train-never-run" in (out / "report.md").read_text()
 
 
 def test_not_a_study_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(StoreError, match="no 'jobs' folder"):
+    with pytest.raises(StoreError, match="not a funcsim study"):
         build_report(tmp_path)
-    with pytest.raises(StoreError, match="not found"):
+    with pytest.raises(StoreError, match="no such run folder"):
         build_report(tmp_path / "missing")
     assert main(["report", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -40,7 +40,6 @@ def build_report(run_dir: Path | str, *, figures: bool = True) -> Path:
     Failed jobs are listed in the report; groups without a finished base are skipped and
     named under "Not analysed".
     """
-    from funcsim.config import LandscapeConfig
     from funcsim.report import tables
     from funcsim.report._collect import collect
     from funcsim.report._sections import compose
@@ -66,8 +65,7 @@ def build_report(run_dir: Path | str, *, figures: bool = True) -> Path:
     group_figs: dict[str, list[FigureFile]] = {}
     dataset_figs: dict[str, FigureFile] = {}
     if figures:
-        landscape_cfg = runs.study.landscape if runs.study else LandscapeConfig()
-        group_figs, dataset_figs = _figures(analysis, out, landscape_cfg)
+        group_figs, dataset_figs = _figures(analysis, out, runs.study.landscape)
     figure_files = [
         str(p)
         for figs in [*group_figs.values(), list(dataset_figs.values())]

@@ -31,7 +31,7 @@ def _percent_list(amounts: list[float]) -> str:
     return ", ".join(f"{100 * a:g} %" for a in amounts)
 
 
-def setup_items(study: StudyConfig | None, analysis: Analysis) -> list[str]:
+def setup_items(study: StudyConfig, analysis: Analysis) -> list[str]:
     """The experimental setup: data, models, training, each method and the measures."""
     items = []
     data = ", ".join(
@@ -42,97 +42,87 @@ def setup_items(study: StudyConfig | None, analysis: Analysis) -> list[str]:
     )
     archs = ", ".join(dict.fromkeys(display_name(g.arch) for g in analysis.groups))
     items.append(f"Datasets: {data or 'none finished'}. Architectures: {archs or 'none'}.")
-    epochs = sorted({g.epochs for g in analysis.groups})
-    if study is None:
-        items.append(
-            "No `study.json` was found; the setup below is read from the job folders only. "
-            f"Trained models ran {_list(epochs)} epochs."
-        )
-    else:
-        from funcsim.protocol import get_protocol
+    from funcsim.protocol import get_protocol
 
-        t, proto = study.train, get_protocol(study.protocol)
-        base_seed, others = study.seeds[0], study.seeds[1:]
-        items.append(
-            f"Study `{study.name}`, protocol `{study.protocol}`. Seed {base_seed} trains the "
-            f"base; seeds {_list(others) or 'none'} train the independent models, the "
-            "yardstick of how far an independently trained model is from the base."
+    t, proto = study.train, get_protocol(study.protocol)
+    base_seed, others = study.seeds[0], study.seeds[1:]
+    items.append(
+        f"Study `{study.name}`, protocol `{study.protocol}`. Seed {base_seed} trains the "
+        f"base; seeds {_list(others) or 'none'} train the independent models, the "
+        "yardstick of how far an independently trained model is from the base."
+    )
+    items.append(
+        f"Training: {t.epochs} epochs, batch size {t.batch_size}, {t.optimizer} "
+        f"(lr {t.lr:g}), {t.precision} precision; the softmax outputs on the whole test "
+        "set are saved at initialisation and after every epoch, a trajectory of "
+        f"{t.epochs + 1} checkpoints."
+    )
+    d = study.distill
+    if d.alphas:
+        students = [s for s in d.students if s != "same"]
+        cross = (
+            f" Students of other architectures ({_list(students)}) start from a fresh "
+            "initialisation."
+            if students
+            else ""
         )
         items.append(
-            f"Training: {t.epochs} epochs, batch size {t.batch_size}, {t.optimizer} "
-            f"(lr {t.lr:g}), {t.precision} precision; the softmax outputs on the whole test "
-            "set are saved at initialisation and after every epoch, a trajectory of "
-            f"{t.epochs + 1} checkpoints."
+            "Knowledge distillation: the student (same architecture, started from the "
+            "base's initial weights) is trained against the base with "
+            "α·CE(student, labels) + (1 − α)·T²·KL(teacher_T ‖ student_T), "
+            f"T = {d.temperature:g}, α ∈ {{{_list(d.alphas, '{:g}')}}}, optimizer "
+            f"{proto.distill_optimizer}, {d.epochs or t.epochs} epochs; small α means "
+            f"mostly distillation.{cross}"
         )
-        d = study.distill
-        if d.alphas:
-            students = [s for s in d.students if s != "same"]
-            cross = (
-                f" Students of other architectures ({_list(students)}) start from a fresh "
-                "initialisation."
-                if students
-                else ""
-            )
-            items.append(
-                "Knowledge distillation: the student (same architecture, started from the "
-                "base's initial weights) is trained against the base with "
-                "α·CE(student, labels) + (1 − α)·T²·KL(teacher_T ‖ student_T), "
-                f"T = {d.temperature:g}, α ∈ {{{_list(d.alphas, '{:g}')}}}, optimizer "
-                f"{proto.distill_optimizer}, {d.epochs or t.epochs} epochs; small α means "
-                f"mostly distillation.{cross}"
-            )
-        q = study.quantize
-        if q.bits or q.extra:
-            kinds = {
-                16: "16-bit stores the weights as float16 and computes in float32",
-                8: f"8-bit is {proto.int8_mode}-range int8 quantization (int8 weights per "
-                "output channel, float activations)",
-                4: "4-bit stores int4 weights (weight-only)",
-            }
-            parts = [kinds[b] for b in q.bits if b in kinds]
-            extra = f"; beyond the paper: {_list(q.extra)}" if q.extra else ""
-            items.append(
-                "Quantization, post hoc on the base's final weights: "
-                + "; ".join(parts)
-                + extra
-                + "."
-            )
-        p = study.prune
-        if p.amounts or p.structured_amounts:
-            scope = p.scope or proto.prune_scope
-            what = (
-                "every parameter array, biases and BatchNorm parameters and statistics "
-                "included (as the original code did)"
-                if scope == "all"
-                else "the convolution and linear weights only"
-            )
-            tune = (
-                "no fine-tuning"
-                if p.fine_tune_epochs == 0
-                else f"{p.fine_tune_epochs} epochs of fine-tuning"
-            )
-            text = (
-                f"L1 pruning, post hoc: one global magnitude threshold zeroes "
-                f"{_percent_list(p.amounts)} of {what}, {tune}."
-            )
-            if p.structured_amounts:
-                text += (
-                    " Structured L1 channel pruning (beyond the paper): "
-                    f"{_percent_list(p.structured_amounts)}."
-                )
-            items.append(text)
-        lc = study.landscape
-        perplexity = (
-            "adapted to the number of checkpoints"
-            if lc.perplexity is None
-            else (f"perplexity {lc.perplexity:g}")
-        )
+    q = study.quantize
+    if q.bits or q.extra:
+        kinds = {
+            16: "16-bit stores the weights as float16 and computes in float32",
+            8: f"8-bit is {proto.int8_mode}-range int8 quantization (int8 weights per "
+            "output channel, float activations)",
+            4: "4-bit stores int4 weights (weight-only)",
+        }
+        parts = [kinds[b] for b in q.bits if b in kinds]
+        extra = f"; beyond the paper: {_list(q.extra)}" if q.extra else ""
         items.append(
-            f"Functional landscape: each checkpoint's softmax outputs flattened into one vector "
-            f"and embedded in 2-D with {'t-SNE' if lc.method == 'tsne' else 'PCA'} "
-            f"({perplexity if lc.method == 'tsne' else 'exact'}, random state "
-            f"{lc.random_state}), as Fort et al. (2019) and the paper do."
+            "Quantization, post hoc on the base's final weights: " + "; ".join(parts) + extra + "."
         )
+    p = study.prune
+    if p.amounts or p.structured_amounts:
+        scope = p.scope or proto.prune_scope
+        what = (
+            "every parameter array, biases and BatchNorm parameters and statistics "
+            "included (as the original code did)"
+            if scope == "all"
+            else "the convolution and linear weights only"
+        )
+        tune = (
+            "no fine-tuning"
+            if p.fine_tune_epochs == 0
+            else f"{p.fine_tune_epochs} epochs of fine-tuning"
+        )
+        text = (
+            f"L1 pruning, post hoc: one global magnitude threshold zeroes "
+            f"{_percent_list(p.amounts)} of {what}, {tune}."
+        )
+        if p.structured_amounts:
+            text += (
+                " Structured L1 channel pruning (beyond the paper): "
+                f"{_percent_list(p.structured_amounts)}."
+            )
+        items.append(text)
+    lc = study.landscape
+    perplexity = (
+        "adapted to the number of checkpoints"
+        if lc.perplexity is None
+        else (f"perplexity {lc.perplexity:g}")
+    )
+    items.append(
+        f"Functional landscape: each checkpoint's softmax outputs flattened into one vector "
+        f"and embedded in 2-D with {'t-SNE' if lc.method == 'tsne' else 'PCA'} "
+        f"({perplexity if lc.method == 'tsne' else 'exact'}, random state "
+        f"{lc.random_state}), as Fort et al. (2019) and the paper do."
+    )
     items.append(
         "Measures, each model against the base on the test set: accuracy and its relative "
         "deviation 100·(acc − acc_base)/acc_base (the paper's tables); disagreement (the "
@@ -159,8 +149,7 @@ def compose(
     from funcsim import __version__
 
     study = runs.study
-    name = study.name if study else runs.run_dir.name
-    doc = Document(f"Does compression preserve the function? Study “{name}”")
+    doc = Document(f"Does compression preserve the function? Study “{study.name}”")
     doc.add(
         Paragraph(
             "Each compressed model is compared with the model it was compressed from (the "
@@ -242,10 +231,11 @@ def _add_problems(doc: Document, runs: StudyRuns, analysis: Analysis) -> None:
             + ", ".join(f"`{p}`" for p in runs.pending[:10])
             + (" …" if len(runs.pending) > 10 else "")
         )
-    if runs.superseded:
+    if runs.blocked:
         notes.append(
-            f"{len(runs.superseded)} older finished job(s) describe the same model as a newer "
-            "one and were left out: " + ", ".join(f"`{s}`" for s in runs.superseded[:10])
+            f"{len(runs.blocked)} job(s) not run because a job they depend on failed: "
+            + ", ".join(f"`{b}`" for b in runs.blocked[:10])
+            + (" …" if len(runs.blocked) > 10 else "")
         )
     if notes:
         doc.add(Heading("Not analysed"), Bullets(notes))

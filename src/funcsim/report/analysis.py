@@ -227,8 +227,8 @@ def _order(study_values: list[str] | None, values: list[str]) -> list[str]:
 def analyse(runs: StudyRuns, *, n_boot: int = N_BOOT, random_state: int = BOOT_SEED) -> Analysis:
     """Compare every finished model with its group's base (see the module docstring)."""
     study = runs.study
-    datasets = _order(study.datasets if study else None, [j.dataset for j in runs.jobs])
-    archs = _order(study.archs if study else None, [j.arch for j in runs.jobs])
+    datasets = _order(study.datasets, [j.dataset for j in runs.jobs])
+    archs = _order(study.archs, [j.arch for j in runs.jobs])
     groups: list[Group] = []
     problems: list[str] = []
     for dataset in datasets:
