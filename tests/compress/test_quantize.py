@@ -232,6 +232,39 @@ def test_int8_static_compiled_runs_onednn_int8_kernels(digits_setup):
     assert _agreement(out.model, digits_setup) >= AGREEMENT
 
 
+class _ResidualBlock(nn.Module):
+    """A torchvision BasicBlock in small: one ReLU module called twice, a residual add."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + x)
+
+
+def test_int8_static_handles_a_shared_relu_module_and_residual_add():
+    # non-strict torch.export merges both calls of the shared ReLU into one source partition,
+    # which X86InductorQuantizer refuses ("more than one output node"): we export strictly
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        _ResidualBlock(4),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ).eval()
+    x = torch.rand(16, 1, 8, 8)
+    out = compress(model, "int8_static", calibration=x)
+    with torch.no_grad():
+        torch.testing.assert_close(out.model(x), model(x), atol=0.05, rtol=0)
+
+
 def test_int8_static_validates_calibration():
     with pytest.raises(ConfigError, match="calibration must be a float tensor"):
         compress(nn.Linear(2, 2), "int8_static", calibration=torch.zeros(4, 2, dtype=torch.long))

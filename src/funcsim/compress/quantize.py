@@ -22,7 +22,10 @@ Registered methods (all run on CPU, none trains, none modifies its input):
 ``int8_static``
     Weights *and* activations int8 with scales calibrated on ``calibration`` (a training
     subset), through torchao's pt2e flow: ``torch.export`` with a dynamic batch dimension,
-    ``X86InductorQuantizer``, ``prepare_pt2e``, calibration, ``convert_pt2e``. The converted
+    ``X86InductorQuantizer``, ``prepare_pt2e``, calibration, ``convert_pt2e``. The export is
+    strict (TorchDynamo): a non-strict export merges the calls of one activation module used
+    twice (torchvision's ResNet blocks) into one source partition, which the quantizer rejects
+    ("Input partition has more than one output node"). The converted
     graph stores int8 weights and quantizes/dequantizes activations at the calibrated scales
     (the "reference" representation); run eagerly, the integer rounding is real but the
     arithmetic is float. ``compile=True`` lowers it with Inductor (freezing on) to oneDNN's int8
@@ -494,7 +497,9 @@ def int8_static(
     calibration = calibration.detach().float().cpu()
     example = calibration[:2] if calibration.shape[0] >= 2 else torch.cat([calibration] * 2)
     batch = torch.export.Dim("batch")
-    exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
+    exported = torch.export.export(
+        model, (example,), dynamic_shapes=({0: batch},), strict=True
+    ).module()
     quantizer = xiq.X86InductorQuantizer()
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(exported, quantizer)  # type: ignore[arg-type]
