@@ -171,6 +171,27 @@ def test_int8_conv_is_symmetric_round_to_nearest_per_channel():
     torch.testing.assert_close(layer(x), conv(x), atol=0.05, rtol=0)
 
 
+CONV_VARIANTS = [
+    {"padding": 1, "padding_mode": "reflect"},
+    {"groups": 3, "stride": 2, "padding": 1},  # depthwise, as in MobileNet
+    {"padding": "same", "dilation": 2, "bias": False},
+]
+
+
+@pytest.mark.parametrize("kwargs", CONV_VARIANTS)
+@pytest.mark.parametrize("layer_type", [Int8WeightConv2d, Int4WeightConv2d])
+def test_quantized_convs_keep_the_geometry_of_the_original(kwargs, layer_type):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 6, 3, **kwargs)
+    options = {} if layer_type is Int8WeightConv2d else {"group_size": 32, "symmetric": False}
+    layer = layer_type(conv, **options)
+    x = torch.randn(2, 3, 7, 7)
+    # nn.Conv2d's own forward, with the dequantized weight in place of its float one
+    expected = conv._conv_forward(x, layer.dequantized_weight(), conv.bias)
+    torch.testing.assert_close(layer(x), expected)
+    assert layer(x).shape == conv(x).shape
+
+
 def test_int8_dynamic_rejects_other_convolutions():
     model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2))
     with pytest.raises(ConfigError, match="Conv1d"):
