@@ -235,7 +235,8 @@ def test_int8_static_takes_any_batch_size(digits_setup, static_int8):
     assert static_int8.model(x[:2]).shape == (2, 10)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # Inductor compiles C++ (about 30 s on 2 cores without its cache)
+@pytest.mark.filterwarnings("ignore:To copy construct from a tensor:UserWarning")  # inside torch
 def test_int8_static_compiled_runs_onednn_int8_kernels(digits_setup):
     from torch._inductor.utils import run_and_get_code
 
