@@ -47,15 +47,15 @@ def _trajectory(rng: np.random.Generator, final: np.ndarray, epochs: int) -> np.
     return _softmax(np.stack(steps))
 
 
-def _job_id(kind: str, dataset: str, arch: str, label: str) -> str:
+def _job_id(kind: str, dataset: str, arch: str, role: str, label: str) -> str:
     what = re.sub(r"[^A-Za-z0-9_.-]+", "_", label.replace("%", "pct")).strip("_")
-    return f"{kind}-{dataset}-{arch}-{what}"
+    return f"{kind}-{dataset}-{arch}-{role}-{what}"
 
 
 def _config(dataset: str, arch: str, role: str, label: str, seed: int, **extra: Any) -> dict:
     kind = {"base": "train", "independent": "train", "distill": "distill"}.get(role, "compress")
     return {
-        "job_id": _job_id(kind, dataset, arch, label),
+        "job_id": _job_id(kind, dataset, arch, role, label),
         "kind": kind,
         "study": "synthetic",
         "protocol": "paper",
@@ -83,6 +83,7 @@ def make_study(
     classes: int = 10,
     failed: bool = True,
     cross_arch: bool = False,
+    beyond_paper: bool = False,
 ) -> Path:
     """Write ``run_dir/study.json`` (config and job list) and one run folder per job."""
     study = StudyConfig(
@@ -176,6 +177,27 @@ def make_study(
                     storage_bytes=32000,
                     sparsity=amount,
                 )
+            if beyond_paper:  # structured pruning and extra quantization methods
+                noise = 0.3 * rng.normal(size=base_logits.shape)
+                save(
+                    _config(
+                        dataset,
+                        arch,
+                        "prune_structured",
+                        "prune 30% (structured)",
+                        0,
+                        method="l1_structured",
+                        options={"amount": 0.3},
+                    ),
+                    _softmax(base_logits + noise)[None],
+                )
+                for method, label in (("int8_static", "int8 static"), ("int8_dynamic", "8-bit")):
+                    save(
+                        _config(
+                            dataset, arch, "quantize_extra", label, 0, method=method, options={}
+                        ),
+                        _softmax(base_logits + 0.1 * noise)[None],
+                    )
     if failed:
         config = _config(datasets[0], archs[0], "prune", "prune 95%", 0, options={"amount": 0.95})
         listed.append(_summary(config))

@@ -296,6 +296,7 @@ def test_several_datasets_and_architectures(tmp_path: Path) -> None:
         datasets=("mnist", "cifar10"),
         archs=("lenet", "resnet50"),
         cross_arch=True,
+        beyond_paper=True,
         failed=False,
     )
     out = build_report(run_dir, figures=False)
@@ -306,14 +307,21 @@ def test_several_datasets_and_architectures(tmp_path: Path) -> None:
         ("cifar10", "lenet"),
         ("cifar10", "resnet50"),
     ]
-    # a column beyond the paper for the cross-architecture student, after the paper's own
-    assert list(rows[0])[3:] == [*PAPER_COLUMNS, "KD α=0.5 → tiny"]
+    # columns beyond the paper come after the paper's own
+    assert list(rows[0])[3:] == [
+        *PAPER_COLUMNS,
+        "KD α=0.5 → tiny",
+        "structured 30%",
+        "extra 8-bit",
+        "extra int8 static",
+    ]
     tex = (out / "accuracy_deviation.tex").read_text()
     assert tex.count(r"\begin{table}") == 2
-    assert r"KD with $\alpha$ $\to$ tiny" in tex
+    assert r"\multicolumn{1}{c}{KD with $\alpha$ $\to$ tiny}" not in tex  # one column: no span
+    assert r"KD with $\alpha$ $\to$ tiny & Structured L1 Pruning & \multicolumn{2}{c}" in tex
     md = (out / "accuracy_deviation.md").read_text()
     assert "## MNIST" in md and "## CIFAR-10" in md and "| ResNet-50 |" in md
-    assert len(_csv(out / "similarity.csv")) == 4 * 14
+    assert len(_csv(out / "similarity.csv")) == 4 * 17
 
 
 def test_a_single_independent_is_the_yardstick(tmp_path: Path) -> None:
@@ -337,7 +345,7 @@ def test_without_independents_there_is_no_proximity(tmp_path: Path) -> None:
 
 def test_a_group_without_base_is_named_not_analysed(tmp_path: Path) -> None:
     run_dir = make_study(tmp_path / "study", failed=False)
-    shutil.rmtree(next((run_dir / "jobs").glob("train-*-base_seed_0")))
+    shutil.rmtree(next((run_dir / "jobs").glob("train-*-base-base_seed_0")))
     out = build_report(run_dir, figures=False)
     md = (out / "report.md").read_text()
     assert "## Not analysed" in md and "no finished base model" in md

@@ -90,6 +90,8 @@ class Column:
             return f"L1 {self.name}"
         if self.family == "Structured L1 Pruning":
             return f"structured {self.name}"
+        if self.family == "Other quantization":
+            return f"extra {self.name}"  # may share a label ("8-bit") with a paper column
         return self.name
 
 
@@ -117,7 +119,8 @@ def column_of(job: Job) -> Column | None:
             return Column((2, "", amount, name), "L1 Pruning", name)
         return Column((11, "", amount, name), "Structured L1 Pruning", name)
     if role == QUANTIZE_EXTRA:
-        return Column((12, "", 0.0, job.label), "Other quantization", job.label)
+        method = str(job.config.get("method") or job.label)
+        return Column((12, method, 0.0, job.label), "Other quantization", job.label)
     return Column((20, role, 0.0, job.label), FAMILY_NAMES.get(role, role), job.label)
 
 
@@ -145,6 +148,9 @@ class ModelResult:
 
     @property
     def family(self) -> str:
+        student = self.job.student_arch
+        if self.role == DISTILL and student is not None and student != self.job.arch:
+            return f"Knowledge distillation into {display_name(student)}"
         return FAMILY_NAMES.get(self.role, self.role)
 
     @property

@@ -5,7 +5,7 @@ The report is a list of blocks (:class:`Heading`, :class:`Paragraph`, :class:`Bu
 figure as a base64 PNG and carries its own CSS, so the page needs nothing but itself (no
 external stylesheet, font, script or image).
 
-Inline markup understood in text: ``**bold**`` and ```code```.
+Inline markup understood in text: ``**bold**``, ``*italic*`` and ```code```.
 """
 
 from __future__ import annotations
@@ -136,13 +136,14 @@ footer { margin-top: 3rem; font-size: 0.8rem; color: var(--muted); }
 
 
 def inline_html(text: str) -> str:
-    """Escape ``text`` and render ``**bold**`` and ```code``` spans.
+    """Escape ``text`` and render ``**bold**``, ``*italic*`` and ```code``` spans.
 
-    >>> inline_html("a **b** <c> `d`")
-    'a <strong>b</strong> &lt;c&gt; <code>d</code>'
+    >>> inline_html("a **b** <c> `d` *e*")
+    'a <strong>b</strong> &lt;c&gt; <code>d</code> <em>e</em>'
     """
     out = html.escape(text, quote=False)
     out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    out = re.sub(r"(?<![\w*])\*(?![\s*])(.+?)(?<![\s*])\*(?![\w*])", r"<em>\1</em>", out)
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
 
 
