@@ -6,14 +6,18 @@ Registered methods (all run on CPU, none trains, none modifies its input):
     Every floating parameter and buffer stored at 16 bits. ``compute="float32"`` (the paper's
     "16-bit", as TFLite's float16 quantization does it) rounds them to 16 bits and runs the
     model in float32; ``compute="native"`` runs the model in the 16-bit dtype, casting inputs
-    at the entry and logits back to float32.
+    at the entry and logits back to float32. Storage counts 2 bytes per value either way (with
+    float32 compute the model holds float32 copies of the 16-bit values: the stored file is
+    16-bit, the arithmetic is not).
 ``int8_dynamic``
     The paper's "8-bit" (TFLite dynamic-range): int8 weights, per output channel, for every
     Conv2d and Linear layer; everything else (biases, BatchNorm) stays float32. Linear layers
     go through torchao's ``quantize_`` (``Int8WeightOnlyConfig``); torchao offers no weight-only
     int8 convolution outside its pt2e flow (its quantized tensors do not implement
     ``aten.convolution``), so Conv2d layers become the hand-written :class:`Int8WeightConv2d`
-    (symmetric, round to nearest, ``scale = max|w| / 127``, as TFLite's per-channel weights).
+    (symmetric, round to nearest, ``scale = max|w| / 127``, as TFLite's per-channel weights;
+    torchao's Linear weights use its own convention, range [-128, 127], ``scale = max|w| /
+    127.5``, and keep an int8 zero point of 0 per row).
     ``activations="float"`` (default, the paper's description) keeps activations float; TFLite
     additionally quantizes the inputs of its "hybrid" kernels dynamically, which
     ``activations="int8"`` emulates: Linear layers use torchao's
@@ -25,10 +29,12 @@ Registered methods (all run on CPU, none trains, none modifies its input):
     ``X86InductorQuantizer``, ``prepare_pt2e``, calibration, ``convert_pt2e``. The export is
     strict (TorchDynamo): a non-strict export merges the calls of one activation module used
     twice (torchvision's ResNet blocks) into one source partition, which the quantizer rejects
-    ("Input partition has more than one output node"). The converted
-    graph stores int8 weights and quantizes/dequantizes activations at the calibrated scales
-    (the "reference" representation); run eagerly, the integer rounding is real but the
-    arithmetic is float. ``compile=True`` lowers it with Inductor (freezing on) to oneDNN's int8
+    ("Input partition has more than one output node"). The converted graph stores int8 weights
+    (per output channel, with float32 scales and the int64 zero points pt2e keeps) and
+    quantizes/dequantizes activations (uint8, per tensor) at the calibrated scales, the
+    "reference" representation; BatchNorm is folded into the convolutions and the now unused
+    float weights are dropped. Run eagerly, the integer rounding is real but the arithmetic is
+    float. ``compile=True`` lowers it with Inductor (freezing on) to oneDNN's int8
     kernels (``qconv_pointwise``, ``qlinear_pointwise``), feeding fixed-size padded batches so
     that it compiles once.
 ``int4_weight_only``
@@ -100,10 +106,14 @@ def _replace_modules(model: nn.Module, build: dict[type[nn.Module], Any]) -> int
     return replaced
 
 
-def _reject_unsupported_convs(model: nn.Module, method: str) -> None:
-    """Conv layers other than Conv2d would silently stay float: refuse them instead."""
+def _reject_unsupported_layers(model: nn.Module, method: str) -> None:
+    """Conv layers other than Conv2d, or subclasses of Conv2d/Linear, would silently stay float
+    (or lose their own forward): refuse them instead."""
     for name, module in model.named_modules():
-        if isinstance(module, nn.modules.conv._ConvNd) and type(module) is not nn.Conv2d:
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) and type(module) not in (
+            nn.Conv2d,
+            nn.Linear,
+        ):
             raise ConfigError(
                 f"{method} quantizes Conv2d and Linear layers; {name!r} is a "
                 f"{type(module).__name__}, which it does not support"
@@ -250,7 +260,7 @@ def int8_dynamic(
 
     _check_choice("activations", activations, ("float", "int8"))
     model = _prepare(model)
-    _reject_unsupported_convs(model, "int8_dynamic")
+    _reject_unsupported_layers(model, "int8_dynamic")
     quantize_input = activations == "int8"
     n_conv = _replace_modules(
         model, {nn.Conv2d: lambda m: Int8WeightConv2d(m, quantize_input=quantize_input)}
@@ -388,7 +398,7 @@ def int4_weight_only(
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ConfigError(f"group_size must be a positive integer; got {group_size!r}")
     model = _prepare(model)
-    _reject_unsupported_convs(model, "int4_weight_only")
+    _reject_unsupported_layers(model, "int4_weight_only")
     sym = bool(symmetric)
     n = _replace_modules(
         model,
