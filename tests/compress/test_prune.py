@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -165,6 +166,7 @@ def test_l1_structured_zeroes_whole_output_channels(amount):
 
 def test_prune_convenience_dispatches():
     model = _model()
+    assert prune(model, np.float32(0.25)).info["amount"] == 0.25
     assert prune(model, 0.5).info["method"] == "l1_unstructured"
     assert prune(model, 0.5, scope="all").info["scope"] == "all"
     assert prune(model, 0.5, structured=True).info["method"] == "l1_structured"

@@ -15,7 +15,8 @@ parameters behind: the zeros are written into the tensors with ``prune.remove``)
     handles parameters (it re-registers ``name + "_orig"`` as a parameter), so each buffer
     takes part through a stand-in module holding a parameter copy; the pruned copy is written
     back into the buffer, so one threshold is applied to all of them, exactly as the library
-    computes it.
+    computes it. A zeroed running variance makes BatchNorm divide by ``sqrt(eps)``: this is
+    how the paper's scope can break a network at mild amounts.
 ``l1_structured`` (option ``amount``, beyond the paper)
     Per conv layer, ``prune.ln_structured(n=1, dim=0)`` zeroes the ``round(amount * out)``
     output channels (filters) of smallest L1 norm. Only the conv weight is zeroed, as the
@@ -30,6 +31,7 @@ the size with every tensor in the smaller of dense and CSR form (see
 from __future__ import annotations
 
 import copy
+import numbers
 from typing import Literal
 
 import torch
@@ -48,7 +50,7 @@ Target = tuple[nn.Module, str]
 
 
 def _check_amount(amount: object) -> float:
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount < 1:
+    if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not 0 <= amount < 1:
         raise ConfigError(f"amount must lie in [0, 1); got {amount!r}")
     return float(amount)
 
