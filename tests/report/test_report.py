@@ -378,3 +378,16 @@ def test_not_a_study_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_report_command(study_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(study_dir), "--no-figures"]) == 0
     assert "report.html" in capsys.readouterr().out
+
+
+def test_a_study_without_finished_models(tmp_path: Path) -> None:
+    run_dir = make_study(tmp_path / "study")
+    for folder in (run_dir / "jobs").iterdir():
+        if store.is_done(folder):
+            shutil.rmtree(folder)
+    out = build_report(run_dir)
+    md = (out / "report.md").read_text()
+    assert "No dataset/architecture pair has a finished base model yet." in md
+    assert "RuntimeError: out of memory" in md and "13 job folder(s) unfinished" in md
+    assert (out / "accuracy_deviation.csv").read_text().startswith("dataset,architecture")
+    assert not (out / "figures").exists()

@@ -179,6 +179,8 @@ def compose(
         doc.add(TableBlock(table, table_no))
 
     doc.add(Heading("Functional similarity"))
+    if not analysis.groups:
+        doc.add(Paragraph("No dataset/architecture pair has a finished base model yet."))
     for dataset in analysis.datasets:
         fig = dataset_figures.get(dataset)
         if fig is not None:
