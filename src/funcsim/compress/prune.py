@@ -50,9 +50,12 @@ Target = tuple[nn.Module, str]
 
 
 def _check_amount(amount: object) -> float:
-    if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not 0 <= amount < 1:
+    if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
         raise ConfigError(f"amount must lie in [0, 1); got {amount!r}")
-    return float(amount)
+    value = float(amount)
+    if not 0 <= value < 1:  # NaN fails too
+        raise ConfigError(f"amount must lie in [0, 1); got {amount!r}")
+    return value
 
 
 def _weight_targets(model: nn.Module) -> list[Target]:
