@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
@@ -16,15 +16,16 @@ from rich.progress import (
 from rich.table import Table
 
 from funcsim.cli._app import app, console, out, state
-from funcsim.study.execute import JobOutcome
-from funcsim.study.jobs import Job
-from funcsim.study.runner import StudyEvents, StudySummary
+
+if TYPE_CHECKING:  # the study modules import torch: loaded when a command runs
+    from funcsim.study import Job, JobOutcome, StudySummary
 
 STATE_STYLE = {"done": "green", "failed": "bold red", "pending": "yellow", "blocked": "magenta"}
 
 
-class _JobProgress(StudyEvents):
-    """One Rich bar over the study's jobs; names the running ones and prints failures."""
+class _JobProgress:
+    """One Rich bar over the study's jobs (:class:`funcsim.study.StudyEvents`); names the
+    running ones and prints failures."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -176,20 +177,26 @@ def status(
     cfg = read_study_config(run_dir)
     states = job_states(run_dir)
     table = Table(title=f"{cfg.name} ({cfg.protocol} protocol) in {run_dir}")
-    for column in ("job", "model", "state", "accuracy", "error"):
+    table.add_column("job", no_wrap=True)
+    for column in ("model", "state", "accuracy"):
         table.add_column(column, overflow="fold")
     for s in states:
         acc = f"{s.accuracy:.2%}" if s.accuracy is not None else ""
         style = STATE_STYLE.get(s.state, "")
-        error = s.error.splitlines()[0][:120] if s.error else ""
-        table.add_row(
-            s.id, f"{s.dataset}/{s.arch}: {s.label}", f"[{style}]{s.state}[/]", acc, error
-        )
+        table.add_row(s.id, f"{s.dataset}/{s.arch}: {s.label}", f"[{style}]{s.state}[/]", acc)
     out.print(table)
+    for s in states:
+        if s.state == "failed":
+            first = s.error.splitlines()[0] if s.error else "(no message)"
+            out.print(f"[bold red]failed:[/] {s.id}: {first}", highlight=False)
     counts = {k: sum(s.state == k for s in states) for k in STATE_STYLE}
     line = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-    holder = store.StudyLock(run_dir).holder()
-    running = f"; running now (pid {holder.get('pid')} on {holder.get('host')})" if holder else ""
+    lock = store.StudyLock(run_dir)
+    holder, running = lock.holder(), ""
+    if holder is not None:
+        who = f"pid {holder.get('pid')} on {holder.get('host')}"
+        stale = lock.is_stale(holder)
+        running = f"; lock of a crashed run ({who})" if stale else f"; running now ({who})"
     out.print(f"{len(states)} jobs: {line}{running}", highlight=False)
 
 

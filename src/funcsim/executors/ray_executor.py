@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from funcsim.study.execute import (
     TEACHER_INIT,
     Artifacts,
     JobOutcome,
+    canonical_dataset,
     failure,
     job_dataset,
     read_inputs,
@@ -59,14 +61,18 @@ def dataset_payload(job: Job) -> dict[str, Any]:
 
 
 def _dataset_from_payload(payload: dict[str, Any]) -> Any:
+    """The Dataset again, copied out of the (read-only) object store exactly as the local
+    executors lay it out (:func:`~funcsim.study.execute.canonical_dataset`)."""
     import torch
 
     from funcsim.data import Dataset
 
-    def tensor(name: str) -> torch.Tensor:  # object-store arrays are read-only: copy
-        return torch.from_numpy(np.array(payload[name], copy=True))
+    def tensor(name: str) -> torch.Tensor:
+        with warnings.catch_warnings():  # read-only: copied by canonical_dataset below
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(np.asarray(payload[name]))
 
-    return Dataset(
+    data = Dataset(
         name=payload["name"],
         x_train=tensor("x_train"),
         y_train=tensor("y_train"),
@@ -74,6 +80,7 @@ def _dataset_from_payload(payload: dict[str, Any]) -> Any:
         y_test=tensor("y_test"),
         classes=tuple(payload["classes"]),
     )
+    return canonical_dataset(data)
 
 
 def execute_task(

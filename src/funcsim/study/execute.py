@@ -80,18 +80,40 @@ def failure(job: Job, err: BaseException, seconds: float = 0.0) -> JobOutcome:
 # --- inputs -------------------------------------------------------------------------------
 
 
+def canonical_dataset(data: Dataset) -> Dataset:
+    """``data`` with every tensor in its own memory with default (C-contiguous) strides.
+
+    Strides of size-1 dimensions (the channel of a grey image) are arbitrary in a tensor
+    that is nonetheless contiguous, and oneDNN picks its convolution kernel by them: a
+    dataset rebuilt elsewhere (a Ray worker) must have the same strides to round the same.
+    """
+
+    def fresh(t: torch.Tensor) -> torch.Tensor:
+        return torch.empty(t.shape, dtype=t.dtype).copy_(t)
+
+    return Dataset(
+        name=data.name,
+        x_train=fresh(data.x_train),
+        y_train=fresh(data.y_train),
+        x_test=fresh(data.x_test),
+        y_test=fresh(data.y_test),
+        classes=tuple(data.classes),
+    )
+
+
 @functools.lru_cache(maxsize=2)
 def _load_dataset_cached(name: str, data_json: str) -> Dataset:
     from funcsim.data import load_dataset
 
     cfg = DataConfig.model_validate_json(data_json)
-    return load_dataset(
+    data = load_dataset(
         name,
         data_dir=cfg.data_dir,
         download=cfg.download,
         train_limit=cfg.train_limit,
         test_limit=cfg.test_limit,
     )
+    return canonical_dataset(data)
 
 
 def job_dataset(job: Job) -> Dataset:

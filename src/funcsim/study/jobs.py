@@ -13,9 +13,10 @@ report, see :data:`JOB_KEYS`); everything protocol-dependent is resolved here (t
 optimizer, the pruning scope, the training precision), so a job runs from its params and
 its dependencies' artifacts alone.
 
-Job ids read as ``<train|distill|quantize|prune>-<dataset>-<arch>-<what>-<hash>``: the hash covers the job's
-settings that change its result (not the device, the data folder or the study's name) and
-the ids of its dependencies, so changing a setting creates new jobs and keeps the old ones.
+Job ids read as ``<train|distill|quantize|prune>-<dataset>-<arch>-<what>-<hash>``: the hash
+covers the job's settings that change its result (not the device, the data folder or the
+study's name) and the ids of its dependencies, so changing a setting creates new jobs and
+keeps the old ones.
 """
 
 from __future__ import annotations
@@ -104,9 +105,7 @@ def _settings_hash(params: dict[str, Any]) -> str:
     identity["train"] = {
         k: v for k, v in params["train"].items() if k not in _IDENTITY_EXCLUDED_TRAIN
     }
-    identity["data"] = {
-        k: v for k, v in params["data"].items() if k not in _IDENTITY_EXCLUDED_DATA
-    }
+    identity["data"] = {k: v for k, v in params["data"].items() if k not in _IDENTITY_EXCLUDED_DATA}
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
 

@@ -13,7 +13,7 @@ import concurrent.futures as cf
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from funcsim import __version__, store
 from funcsim.config import StudyConfig
@@ -43,13 +43,29 @@ class StudySummary:
         return not self.failed and not self.skipped
 
 
-class StudyEvents:
-    """Callbacks of a run (progress display); the defaults do nothing."""
+class StudyEvents(Protocol):
+    """Callbacks of a run (a progress display, for example)."""
 
     def planned(self, jobs: list[Job], done: set[str]) -> None: ...
     def started(self, job: Job) -> None: ...
     def finished(self, job: Job, outcome: JobOutcome) -> None: ...
     def skipped(self, job: Job) -> None: ...
+
+
+class NoEvents:
+    """:class:`StudyEvents` that do nothing (the default)."""
+
+    def planned(self, jobs: list[Job], done: set[str]) -> None:
+        pass
+
+    def started(self, job: Job) -> None:
+        pass
+
+    def finished(self, job: Job, outcome: JobOutcome) -> None:
+        pass
+
+    def skipped(self, job: Job) -> None:
+        pass
 
 
 def study_record(cfg: StudyConfig) -> dict[str, object]:
@@ -82,7 +98,7 @@ def run_study(
 
     ``jobs`` overrides the expansion of ``cfg`` (already expanded, or a subset in tests).
     """
-    events = events or StudyEvents()
+    events = events or NoEvents()
     run_dir = Path(run_dir)
     started = time.perf_counter()
     jobs = expand(cfg) if jobs is None else jobs

@@ -1,0 +1,54 @@
+"""The local executors: in-process and N spawned workers give identical results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers.tiny_study import tiny_config
+
+from funcsim import store
+from funcsim.errors import ConfigError
+from funcsim.executors import (
+    InProcessExecutor,
+    ProcessPoolJobExecutor,
+    get_executor,
+    threads_per_worker,
+)
+from funcsim.executors.local import available_cores
+from funcsim.study import expand, run_study
+
+
+def test_threads_are_shared_between_workers() -> None:
+    cores = available_cores()
+    assert threads_per_worker(1) == cores
+    assert threads_per_worker(cores) == 1
+    assert threads_per_worker(cores * 4) == 1
+
+
+def test_get_executor_validates_its_options() -> None:
+    assert isinstance(get_executor("local"), InProcessExecutor)
+    with get_executor("local", jobs=2) as ex:
+        assert isinstance(ex, ProcessPoolJobExecutor) and ex.capacity == 2
+    with pytest.raises(ConfigError, match="--jobs must be >= 1"):
+        get_executor("local", jobs=0)
+    with pytest.raises(ConfigError, match="--address applies to --executor ray"):
+        get_executor("local", address="auto")
+    with pytest.raises(ConfigError, match="unknown executor 'dask'; choose one of: local, ray"):
+        get_executor("dask")
+
+
+def test_two_worker_processes_match_the_in_process_run(tmp_path: Path) -> None:
+    cfg = tiny_config("seeds=[0, 1]", "quantize.bits=[16]", "prune.amounts=[0.5]")
+    jobs = expand(cfg)
+    with get_executor("local", jobs=1) as ex:
+        serial = run_study(cfg, tmp_path / "serial", ex, jobs=jobs)
+    with get_executor("local", jobs=2) as ex:
+        parallel = run_study(cfg, tmp_path / "parallel", ex, jobs=jobs)
+    assert serial.ok and parallel.ok and len(parallel.completed) == len(jobs) == 5
+    for job in jobs:
+        a = store.load_run(store.job_dir(tmp_path / "serial", job.id))
+        b = store.load_run(store.job_dir(tmp_path / "parallel", job.id))
+        np.testing.assert_array_equal(a.predictions(), b.predictions())
+        assert a.config == b.config
