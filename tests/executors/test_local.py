@@ -40,13 +40,13 @@ def test_get_executor_validates_its_options() -> None:
 
 
 def test_two_worker_processes_match_the_in_process_run(tmp_path: Path) -> None:
-    cfg = tiny_config("seeds=[0, 1]", "quantize.bits=[16]", "prune.amounts=[0.5]")
+    cfg = tiny_config("seeds=[0, 1]", "quantize.bits=[]", "prune.amounts=[0.5]")
     jobs = expand(cfg)
     with get_executor("local", jobs=1) as ex:
         serial = run_study(cfg, tmp_path / "serial", ex, jobs=jobs)
     with get_executor("local", jobs=2) as ex:
         parallel = run_study(cfg, tmp_path / "parallel", ex, jobs=jobs)
-    assert serial.ok and parallel.ok and len(parallel.completed) == len(jobs) == 5
+    assert serial.ok and parallel.ok and len(parallel.completed) == len(jobs) == 4
     for job in jobs:
         a = store.load_run(store.job_dir(tmp_path / "serial", job.id))
         b = store.load_run(store.job_dir(tmp_path / "parallel", job.id))

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
+from helpers.tiny_study import tiny_config
 
 from funcsim import store
 from funcsim.config import StudyConfig
@@ -108,3 +113,52 @@ def test_dependents_of_a_failed_base_are_skipped(tiny: StudyConfig, tmp_path: Pa
     states = {s.id: s.state for s in job_states(tmp_path)}
     assert states[base.id] == "failed"
     assert {states[j] for j in summary.skipped} == {"blocked"}
+
+
+def test_a_write_failure_leaves_no_marker_and_names_the_path(
+    tiny: StudyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = expand(tiny)
+    victim = next(j for j in jobs if j.label == "16-bit")
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:  # the disk fills up while the 16-bit model's predictions land
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if victim.id in name and ".predictions.npy." in name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    summary = _run(tiny, tmp_path, jobs)
+    assert list(summary.failed) == [victim.id] and len(summary.completed) == len(jobs) - 1
+    folder = store.job_dir(tmp_path, victim.id)
+    message = summary.failed[victim.id].message
+    assert "could not write" in message and str(folder / store.PREDICTIONS) in message
+    assert "No space left on device" in message
+    assert not store.is_done(folder) and not (folder / store.PREDICTIONS).exists()
+    assert not list(folder.glob(".*.tmp"))
+    monkeypatch.undo()
+    assert _run(tiny, tmp_path, jobs).completed == [victim.id]
+
+
+def test_pruned_weights_stay_zero_through_fine_tuning(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        "seeds=[0]", "distill.alphas=[]", "quantize.bits=[]", "prune.amounts=[0.6]",
+        "prune.fine_tune_epochs=2",
+    )  # fmt: skip
+    base, pruned = expand(cfg)
+    assert pruned.params["options"] == {"amount": 0.6, "scope": "all", "fine_tune_epochs": 2}
+    assert _run(cfg, tmp_path).ok
+    run = store.load_run(store.job_dir(tmp_path, pruned.id))
+    assert run.predictions().shape == (1, 120, 10)
+    metrics = run.metrics
+    assert len(metrics["fine_tune_test_accuracy"]) == 3
+    assert metrics["final_test_accuracy"] == pytest.approx(metrics["fine_tune_test_accuracy"][-1])
+    tuned = run.final_state()
+    before = store.load_run(store.job_dir(tmp_path, base.id)).final_state()
+    zeros = sum(int((t == 0).sum()) for t in tuned.values())
+    assert zeros / sum(t.numel() for t in tuned.values()) >= 0.6 - 1e-3
+    changed = [
+        k for k in tuned if not torch.equal(tuned[k][tuned[k] != 0], before[k][tuned[k] != 0])
+    ]
+    assert changed  # fine-tuning moved the surviving weights

@@ -75,14 +75,24 @@ class _JobProgress:
 
 
 def _build_report(run_dir: Path) -> Path | None:
-    """Build ``RUN_DIR/report`` (skipped with a note while the report module is missing)."""
+    """Build ``RUN_DIR/report``; a failure is one line (the jobs' results are kept)."""
+    from funcsim.cli._app import is_debug
+    from funcsim.errors import FuncsimError
+    from funcsim.report import build_report
+
     try:
-        from funcsim.report import build_report
-    except ImportError as err:
-        console.print(f"note: report not built ({err})", highlight=False)
+        return build_report(run_dir)
+    except FuncsimError:
+        raise
+    except Exception as err:
+        if is_debug():
+            raise
+        console.print(
+            f"[bold red]error:[/] the report could not be built ({type(err).__name__}: {err}); "
+            f"the results are kept, retry with `funcsim --debug report {run_dir}`",
+            highlight=False,
+        )
         return None
-    result = build_report(run_dir)
-    return Path(result) if isinstance(result, (str, Path)) else run_dir / "report"
 
 
 def _print_summary(summary: StudySummary, executor: str) -> None:
@@ -145,7 +155,7 @@ def run(
     planned = expand(cfg)
     run_dir = out_dir or Path("runs") / cfg.name
     progress = not state.quiet
-    with get_executor(executor, jobs=jobs, address=address) as ex:
+    with get_executor(executor, jobs=jobs, address=address, progress=progress) as ex:
         with _JobProgress(progress) as events:
             summary = run_study(cfg, run_dir, ex, events=events, jobs=planned)
         described = ex.describe()
@@ -153,16 +163,17 @@ def run(
     report = _build_report(run_dir)
     if report is not None:
         out.print(f"report: {report}", highlight=False)
-    if summary.failed or summary.skipped:
+    if summary.failed or summary.skipped or report is None:
         for job_id, outcome in summary.failed.items():
             console.print(f"[bold red]failed:[/] {job_id}: {outcome.message}", highlight=False)
         for job_id in summary.skipped:
             console.print(f"[magenta]skipped:[/] {job_id} (a dependency failed)", highlight=False)
-        console.print(
-            f"{len(summary.failed)} job(s) failed; details in "
-            f"{run_dir}/jobs/<job-id>/error.json; rerun the same command to retry them",
-            highlight=False,
-        )
+        if summary.failed:
+            console.print(
+                f"{len(summary.failed)} job(s) failed; details in "
+                f"{run_dir}/jobs/<job-id>/error.json; rerun the same command to retry them",
+                highlight=False,
+            )
         raise typer.Exit(1)
 
 
