@@ -6,6 +6,8 @@ Each command lives in its own module, imported here to register it on :data:`app
 from __future__ import annotations
 
 import click
+import typer
+from rich.markup import escape
 
 from funcsim.cli import (
     _commands_compress,  # noqa: F401
@@ -16,6 +18,20 @@ from funcsim.cli import (
 from funcsim.cli._app import app, console, is_debug
 from funcsim.errors import FuncsimError
 
+# Recent Typer (0.29) vendors its own click (``typer._click``); its exceptions do not derive from
+# the ``click`` package's; older Typer raises the ``click`` ones. Both are caught.
+_USAGE_ERRORS = (click.ClickException, typer.TyperException)
+_ABORTS = (click.exceptions.Abort, typer.Abort)
+
+
+def _usage_line(err: Exception) -> str:
+    """A usage error (unknown option, bad value, missing argument) as one line."""
+    message = err.format_message() if hasattr(err, "format_message") else str(err)
+    message = " ".join(message.split())
+    ctx = getattr(err, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "funcsim"
+    return f"{message} (see `{command} --help`)"
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print one line and exit 2 (traceback with ``--debug``)."""
@@ -23,16 +39,18 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=argv, prog_name="funcsim", standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
-    except click.ClickException as err:  # bad usage: click's own one-line message
-        err.show()
+    except _USAGE_ERRORS as err:  # bad usage: one line, like every other user error
+        if is_debug():
+            raise
+        console.print(f"[bold red]error:[/] {escape(_usage_line(err))}", highlight=False)
         return 2
-    except click.exceptions.Abort:
+    except _ABORTS:
         console.print("aborted")
         return 130
     except FuncsimError as err:
         if is_debug():
             raise
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted; finished results are kept")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="funcsim",
@@ -44,7 +45,7 @@ def _root(
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``error: message`` on one line to stderr; return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
