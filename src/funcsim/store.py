@@ -45,6 +45,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from funcsim._faults import maybe_crash
 from funcsim.errors import StoreError
 
 CONFIG = "config.json"
@@ -74,16 +75,41 @@ _FILE_MODE = 0o666 & ~_current_umask()
 """Mode of written files: what ``open()`` would give (``mkstemp`` alone makes them 0600)."""
 
 
+def make_dirs(path: Path) -> Path:
+    """``mkdir -p path``; a failure (no space, no permission, a file in the way) names it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(f"could not create the folder {path}: {err.strerror or err}") from err
+    return path
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as err:
+        raise StoreError(f"could not remove {path}: {err.strerror or err}") from err
+
+
+TEMP_PATTERN = ".*.tmp"
+"""Names of the temporary files of :func:`write_bytes` (``.<name>.<random>.tmp``)."""
+
+
 @contextlib.contextmanager
 def _atomic_open(path: Path) -> Iterator[io.BufferedWriter]:
     """Open a temp file beside ``path``; on success fsync and rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_dirs(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise StoreError(f"could not write {path}: {err.strerror or err}") from err
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
+            maybe_crash("store.write", path.name)  # fault injection (tests); no-op when unset
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as err:
@@ -108,12 +134,22 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: Path) -> Any:
+def read_bytes(path: Path, what: str = "file") -> bytes:
+    """The bytes of ``path``; a missing or unreadable file is a StoreError naming it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return path.read_bytes()
     except FileNotFoundError:
-        raise StoreError(f"{path}: file not found") from None
+        raise StoreError(f"{path}: {what} not found") from None
+    except OSError as err:
+        raise StoreError(f"{path}: could not read the {what} ({err.strerror or err})") from None
+
+
+def read_json(path: Path) -> Any:
+    path = Path(path)
+    data = read_bytes(path)
+    try:
+        return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise StoreError(f"{path}: not valid JSON ({err})") from None
 
@@ -161,11 +197,7 @@ def write_weights(path: Path, state: Mapping[str, torch.Tensor] | bytes) -> None
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """Load a safetensors state dict; anything else is refused with the path named."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise StoreError(f"{path}: weights file not found") from None
-    return weights_from_bytes(data, path)
+    return weights_from_bytes(read_bytes(path, "weights file"), path)
 
 
 def mark_done(run_dir: Path) -> None:
@@ -192,9 +224,8 @@ def save_run(
     Weights are state dicts or safetensors bytes. A leftover ``error.json`` is removed
     before the marker is written.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / DONE).unlink(missing_ok=True)
+    run_dir = make_dirs(Path(run_dir))
+    _unlink(run_dir / DONE)
     write_json(run_dir / CONFIG, dict(config))
     if init_state is not None:
         write_weights(run_dir / INIT_WEIGHTS, init_state)
@@ -203,7 +234,7 @@ def save_run(
     write_npy(run_dir / PREDICTIONS, np.asarray(predictions, dtype=np.float32))
     write_npy(run_dir / LABELS, np.asarray(labels, dtype=np.int64))
     write_json(run_dir / METRICS, dict(metrics))
-    (run_dir / ERROR).unlink(missing_ok=True)
+    _unlink(run_dir / ERROR)
     mark_done(run_dir)
     return run_dir
 
@@ -324,9 +355,8 @@ def read_study(run_dir: Path) -> dict[str, Any]:
 
 def write_error(run_dir: Path, message: str, traceback: str = "", **extra: Any) -> None:
     """Record a failed job in its folder (``error.json``); no ``done`` marker is written."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / DONE).unlink(missing_ok=True)
+    run_dir = make_dirs(Path(run_dir))
+    _unlink(run_dir / DONE)
     write_json(
         run_dir / ERROR,
         {"message": message, "traceback": traceback, "time": time.time(), **extra},
@@ -348,10 +378,29 @@ def read_error(run_dir: Path) -> dict[str, Any] | None:
 def clear_job(run_dir: Path) -> None:
     """Before a job (re)starts: drop its error record and temp files of an interrupted write."""
     run_dir = Path(run_dir)
-    (run_dir / ERROR).unlink(missing_ok=True)
+    _unlink(run_dir / ERROR)
     if run_dir.is_dir():
-        for tmp in run_dir.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+        for tmp in run_dir.glob(TEMP_PATTERN):
+            _unlink(tmp)
+
+
+def clear_temp_files(run_dir: Path) -> list[Path]:
+    """Remove the temp files that runs killed mid-write left in a study folder.
+
+    Call only while holding the study's lock (no other run is writing): the folder itself,
+    ``report/`` (all levels) and every job folder are swept. Lock attempts of other runs
+    (``.lock.*``) are left alone. Returns what was removed.
+    """
+    run_dir = Path(run_dir)
+    candidates = [
+        *run_dir.glob(TEMP_PATTERN),
+        *report_dir(run_dir).rglob(TEMP_PATTERN),
+        *jobs_dir(run_dir).glob(f"*/{TEMP_PATTERN}"),
+    ]
+    removed = [p for p in candidates if p.is_file() and not p.name.startswith(f"{LOCK}.")]
+    for path in removed:
+        _unlink(path)
+    return removed
 
 
 # --- the lock of a study folder -----------------------------------------------------------
@@ -368,6 +417,16 @@ def _process_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
+def _process_state(pid: int) -> str | None:
+    """The state letter of ``pid`` (Linux: R, S, D, Z = zombie ...), None when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[0] if fields else None
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -377,7 +436,8 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    return True
+    # A killed run whose parent has not reaped it yet is a zombie: dead, holding nothing.
+    return _process_state(pid) not in ("Z", "X")
 
 
 class StudyLock:
@@ -428,8 +488,11 @@ class StudyLock:
         return start is not None and _process_start(pid) not in (None, start)
 
     def acquire(self) -> StudyLock:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".lock.", suffix=".tmp", dir=self.run_dir)
+        make_dirs(self.run_dir)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f"{LOCK}.", suffix=".tmp", dir=self.run_dir)
+        except OSError as err:
+            raise StoreError(f"{self.path}: could not write the lock ({err})") from err
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(self._payload())
