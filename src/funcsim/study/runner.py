@@ -104,6 +104,7 @@ def run_study(
     jobs = expand(cfg) if jobs is None else jobs
     by_id = {j.id: j for j in jobs}
     with store.StudyLock(run_dir):
+        store.clear_temp_files(run_dir)  # left by a run killed mid-write; the lock is ours
         store.write_study(run_dir, study_record(cfg), [j.summary() for j in jobs])
         done = {j.id for j in jobs if store.is_done(store.job_dir(run_dir, j.id))}
         summary = StudySummary(run_dir, jobs, already_done=[j.id for j in jobs if j.id in done])
