@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from funcsim._faults import maybe_crash
 from funcsim.config import TrainConfig
 from funcsim.data import Dataset
 from funcsim.errors import ConfigError, TrainingDivergedError
@@ -209,6 +210,7 @@ def fit(
             train_loss.append(mean_loss)
             evaluate(epoch)
             bar.end_epoch(epoch, mean_loss, test_acc[-1])
+            maybe_crash("train.epoch")  # fault injection (tests); no-op unless FUNCSIM_FAULT
 
     seconds = time.perf_counter() - started
     model.to(memory_format=torch.contiguous_format)
