@@ -57,13 +57,18 @@ def _base_params(run: store.RunRecord) -> dict[str, Any]:
 def _run(
     kind: str, run_dir: Path, params: dict[str, Any], target: Path, label: str
 ) -> dict[str, Any]:
-    from funcsim.study.execute import TEACHER, TEACHER_INIT, execute, job_dataset
+    from funcsim.study.execute import (
+        INPUT_FILES,
+        TEACHER,
+        TEACHER_INIT,
+        execute,
+        job_dataset,
+    )
     from funcsim.study.jobs import Job
 
     run = store.load_run(run_dir)
-    inputs = {TEACHER: (run.path / store.FINAL_WEIGHTS).read_bytes()}
-    if kind == "distill":
-        inputs[TEACHER_INIT] = (run.path / store.INIT_WEIGHTS).read_bytes()
+    names = [TEACHER, TEACHER_INIT] if kind == "distill" else [TEACHER]
+    inputs = {n: store.read_bytes(run.path / INPUT_FILES[n], "weights file") for n in names}
     params = {
         **params,
         "job_id": target.name,

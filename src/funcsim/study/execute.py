@@ -37,6 +37,8 @@ TEACHER = "teacher"
 """Input name: the base model's final weights (distillation teacher, model to compress)."""
 TEACHER_INIT = "teacher_init"
 """Input name: the base model's initial weights (the self-distilled student starts there)."""
+INPUT_FILES = {TEACHER: store.FINAL_WEIGHTS, TEACHER_INIT: store.INIT_WEIGHTS}
+"""The file of the dependency's run folder each input is read from."""
 
 
 @dataclass
@@ -130,10 +132,8 @@ def read_inputs(job: Job, run_dir: Path) -> dict[str, bytes]:
         return {}
     (base_id,) = job.deps
     base = store.load_run(store.job_dir(run_dir, base_id))
-    inputs = {TEACHER: (base.path / store.FINAL_WEIGHTS).read_bytes()}
-    if job.kind == "distill":
-        inputs[TEACHER_INIT] = (base.path / store.INIT_WEIGHTS).read_bytes()
-    return inputs
+    names = [TEACHER, TEACHER_INIT] if job.kind == "distill" else [TEACHER]
+    return {n: store.read_bytes(base.path / INPUT_FILES[n], "weights file") for n in names}
 
 
 # --- execution ----------------------------------------------------------------------------
@@ -155,10 +155,16 @@ def _plain_weights(state: dict[str, Any]) -> bytes | None:
         return None
 
 
+def input_source(job: Job, name: str) -> str:
+    """Where input ``name`` of ``job`` was read: ``<dependency>/<file>``, for messages."""
+    deps = job.params.get("depends_on") or list(job.deps)
+    return f"{deps[0]}/{INPUT_FILES[name]}" if deps else f"{job.id}: input {name}"
+
+
 def _state(inputs: dict[str, bytes], name: str, job: Job) -> dict[str, torch.Tensor]:
     if name not in inputs:
         raise FuncsimError(f"job {job.id}: missing input {name!r}")
-    return store.weights_from_bytes(inputs[name], f"{job.id}: input {name}")
+    return store.weights_from_bytes(inputs[name], input_source(job, name))
 
 
 def _train_artifacts(result: Any, data: Dataset) -> Artifacts:
@@ -189,10 +195,10 @@ def _execute_distill(
     p = job.params
     cfg = TrainConfig.model_validate(p["train"])
     teacher = build_model(p["arch"], data, p["seed"])
-    load_state(teacher, _state(inputs, TEACHER, job), f"{job.id}: teacher")
+    load_state(teacher, _state(inputs, TEACHER, job), input_source(job, TEACHER))
     student = build_model(p["student_arch"], data, p["seed"])
     if p["student_arch"] == p["arch"]:  # self-distillation: start from the teacher's init
-        load_state(student, _state(inputs, TEACHER_INIT, job), f"{job.id}: teacher init")
+        load_state(student, _state(inputs, TEACHER_INIT, job), input_source(job, TEACHER_INIT))
     result = distill(
         teacher,
         student,
@@ -246,7 +252,7 @@ def _execute_compress(
     p = job.params
     cfg = TrainConfig.model_validate(p["train"])
     model = build_model(p["arch"], data, p["seed"])
-    load_state(model, _state(inputs, TEACHER, job), f"{job.id}: base weights")
+    load_state(model, _state(inputs, TEACHER, job), input_source(job, TEACHER))
     model.eval()
     accepted = method_options(p["method"])
     options = {k: v for k, v in p["options"].items() if k in accepted}

@@ -57,7 +57,12 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | P
     except RuntimeError as err:
         first = str(err).strip().splitlines()
         detail = " ".join(line.strip() for line in first[:3])
-        raise StoreError(f"{source}: weights do not fit the model ({detail[:300]})") from None
+        if len(detail) > 300:
+            detail = detail[:297].rstrip() + "..."
+        raise StoreError(
+            f"{source}: weights do not fit the model ({detail}); expected the weights of a "
+            f"{type(model).__name__} built for this dataset, as funcsim saved them"
+        ) from None
     return model
 
 
