@@ -7,6 +7,8 @@ flow inward; the resolved config is written beside every output (``model_dump``)
 
 from __future__ import annotations
 
+import difflib
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -26,6 +28,8 @@ def _distinct(v: list[Any]) -> list[Any]:
         seen.append(item)
     return v
 
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["fp32", "bf16"]
@@ -135,7 +139,8 @@ class LandscapeConfig(_Strict):
 class StudyConfig(_Strict):
     """One study: datasets x architectures x {seeds, distillation, quantization, pruning}."""
 
-    name: str = Field("study", pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
+    name: str = "study"
+    """Names the study's folder (``runs/<name>``): 1-100 letters, digits, ``_ . -``."""
     description: str = Field("", max_length=500)
     """One line shown by ``funcsim presets`` and at the top of the report."""
     protocol: Literal["paper", "sound"] = "paper"
@@ -149,6 +154,16 @@ class StudyConfig(_Strict):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     landscape: LandscapeConfig = Field(default_factory=LandscapeConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not _SAFE_NAME.fullmatch(v) or v in (".", ".."):
+            raise ValueError(
+                "must be 1-100 letters, digits, '_', '.' or '-' and not '.' or '..' "
+                f"(it names the study's folder), got {v!r}"
+            )
+        return v
 
     @field_validator("datasets", "archs")
     @classmethod
@@ -165,15 +180,55 @@ class StudyConfig(_Strict):
         return v
 
 
-def format_validation_error(err: ValidationError, source: str = "config") -> str:
-    """One line: ``source: field.path: what is wrong`` for the first error."""
+def _section(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The (nested) settings model that holds the field at ``loc``, if known."""
+    for part in loc[:-1]:
+        if model is None:
+            return None
+        if isinstance(part, int):  # a list entry
+            continue
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        model = annotation if is_model else None
+    return model
+
+
+def _shown(value: Any) -> str | None:
+    """``repr(value)`` when it is a short scalar worth quoting in a message."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        text = repr(value)
+        return text if len(text) <= 60 else None
+    return None
+
+
+def format_validation_error(
+    err: ValidationError, source: str = "config", model: type[BaseModel] | None = None
+) -> str:
+    """One line: ``source: field.path: what is wrong`` for the first error.
+
+    ``model`` (the validated class) lets an unknown key be answered with the allowed ones.
+    """
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
+    loc = tuple(first["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    msg, kind = first["msg"], first["type"]
+    if kind == "extra_forbidden":
         msg = "unknown key"
-    elif first["type"].startswith("literal_error"):
-        msg = msg.replace("Input should be", "must be")
+        section = _section(model, loc)
+        if section is not None:
+            allowed = list(section.model_fields)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            msg = f"unknown key{hint}; allowed keys: {', '.join(allowed)}"
+    elif kind == "value_error":  # our validators' messages already say what was given
+        msg = msg.removeprefix("Value error, ")
+    else:
+        if kind.startswith("literal_error"):
+            msg = msg.replace("Input should be", "must be")
+        given = _shown(first.get("input"))
+        if given is not None and kind != "missing":
+            msg = f"{msg}, got {given}"
     more = len(err.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{source}: {where}: {msg}{suffix}"
@@ -239,7 +294,7 @@ def load_study_config(source: str | Path | None = None, overrides: list[str] = (
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, label)) from None
+        raise ConfigError(format_validation_error(err, label, StudyConfig)) from None
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -253,4 +308,4 @@ def validated(model: type[M], source: str = "options", /, **values: Any) -> M:
     try:
         return model.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source, model)) from None

@@ -31,7 +31,7 @@ def test_presets_lists_every_preset_with_its_description(
         (["--set", "train.epochs=0"], "train.epochs: Input should be greater than or equal to 1"),
         (
             ["--set", "distill.alphas=[1.5]"],
-            "distill.alphas: Value error, alpha must lie in [0, 1]",
+            "distill.alphas: alpha must lie in [0, 1], got 1.5",
         ),
         (["--set", "prune.amounts=[1.0]"], "pruning amount must lie in [0, 1)"),
         (["--set", "quantize.bits=[3]"], "bits must be one of 16, 8, 4"),
