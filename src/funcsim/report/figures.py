@@ -118,13 +118,17 @@ def _new_figure(width: float, height: float) -> Figure:
 
 def save_figure(fig: Figure, report_dir: Path, stem: str, caption: str) -> FigureFile:
     """Write ``figures/<stem>.png`` and ``.svg`` atomically; return their relative paths."""
+    from matplotlib import rc_context
+
     rel_png = Path(FIGURES_DIR) / f"{stem}.png"
     rel_svg = Path(FIGURES_DIR) / f"{stem}.svg"
     for rel, fmt in ((rel_png, "png"), (rel_svg, "svg")):
         buf = io.BytesIO()
-        # fixed metadata: rebuilding a report from the same numbers gives the same files
+        # fixed metadata and SVG ids (clip paths are named by a salted hash, random unless the
+        # salt is set): rebuilding a report from the same numbers gives the same files
         metadata: dict[str, Any] = {"Software": None} if fmt == "png" else {"Date": None}
-        fig.savefig(buf, format=fmt, dpi=DPI, metadata=metadata)
+        with rc_context({"svg.hashsalt": "funcsim"}):
+            fig.savefig(buf, format=fmt, dpi=DPI, metadata=metadata)
         store.write_bytes(report_dir / rel, buf.getvalue())
     return FigureFile(rel_png, rel_svg, caption)
 
