@@ -324,6 +324,28 @@ def is_study(run_dir: Path) -> bool:
     return (Path(run_dir) / STUDY).is_file()
 
 
+def check_study_target(run_dir: Path) -> None:
+    """Refuse to turn a folder that holds other things into a study folder.
+
+    A study may go into a new or empty folder, or one that already is a study (``study.json``,
+    or only the lock of a run that died before writing it).
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise StoreError(f"{run_dir}: exists and is not a folder")
+    if not run_dir.is_dir() or is_study(run_dir):
+        return
+    # the lock and temp files of a run killed before it wrote study.json do not count
+    other = [
+        p.name for p in run_dir.iterdir() if not (p.name.startswith(LOCK) or p.match(TEMP_PATTERN))
+    ]
+    if other:
+        raise StoreError(
+            f"{run_dir}: not empty and not a funcsim study (holds {', '.join(sorted(other)[:3])}"
+            f"{' ...' if len(other) > 3 else ''}); choose a new or empty folder with --out"
+        )
+
+
 def write_study(run_dir: Path, config: Mapping[str, Any], jobs: list[Mapping[str, Any]]) -> None:
     """Record the study: its resolved config and the list of its jobs (``study.json``)."""
     write_json(

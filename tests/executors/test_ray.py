@@ -67,7 +67,7 @@ def test_funcsim_run_on_ray_from_the_command_line(
     from funcsim.cli import main
 
     out = tmp_path / "study"
-    args = ["--quiet", "run", "--executor", "ray", "--out", str(out), *tiny_args()]
+    args = ["--quiet", "run", "--no-report", "--executor", "ray", "--out", str(out), *tiny_args()]
     assert main(args) == 0, capsys.readouterr().err
     assert "7 run now" in capsys.readouterr().out
     assert {s.state for s in job_states(out)} == {"done"}

@@ -90,7 +90,7 @@ def test_failures_exit_1_listing_them_and_status_shows_them(
 ) -> None:
     out = tmp_path / "study"
     diverge = ["--set", "train.optimizer=sgd", "--set", "train.lr=1e6", "--set", "seeds=[0]"]
-    assert main(["--quiet", "run", "--out", str(out), *tiny_args(), *diverge]) == 1
+    assert main(["--quiet", "run", "--no-report", "--out", str(out), *tiny_args(), *diverge]) == 1
     err = capsys.readouterr().err
     assert "failed: train-digits-lenet-s0-" in err and "at epoch 1 of 2" in err
     assert err.count("skipped:") == 5  # 1 student, 2 quantized, 2 pruned
@@ -98,3 +98,29 @@ def test_failures_exit_1_listing_them_and_status_shows_them(
     assert main(["status", str(out)]) == 0
     text = capsys.readouterr().out
     assert "1 failed, 5 blocked" in text and "training loss became nan" in text
+
+
+def test_a_folder_holding_other_things_is_not_made_a_study(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["--quiet", "run", "--out", str(tmp_path), *tiny_args()]) == 2
+    err = capsys.readouterr().err
+    assert "not empty and not a funcsim study (holds notes.txt)" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_changed_setting_adds_jobs_and_keeps_the_old_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "study"
+    small = ["--set", "seeds=[0]", "--set", "distill.alphas=[]", "--set", "quantize.bits=[]"]
+    args = ["--quiet", "run", "--no-report", "--out", str(out), *tiny_args(), *small]
+    assert main([*args, "--set", "prune.amounts=[0.5]"]) == 0
+    assert "2 jobs, 0 already done, 2 run now" in capsys.readouterr().out
+    assert main([*args, "--set", "prune.amounts=[0.3]"]) == 0
+    assert "2 jobs, 1 already done, 1 run now" in capsys.readouterr().out
+    assert len(list((out / store.JOBS).iterdir())) == 3
+    assert main(["status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "2 jobs: 2 done" in text and "1 job folder(s) from earlier settings kept" in text

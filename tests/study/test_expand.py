@@ -126,7 +126,7 @@ def test_cross_architecture_students_and_extras() -> None:
     assert cross.params["student_arch"] == "lenet5" and cross.params["arch"] == "lenet"
     assert "-lenet5-a0.5-" in cross.id
     assert jobs["int8 static"].params["role"] == "quantize_extra"
-    structured = jobs["prune 50% (structured) + 1 ep fine-tuning"]
+    structured = jobs["prune 50% (structured) + 1 ep FT"]
     assert structured.params["method"] == "l1_structured"
     assert structured.params["options"] == {"amount": 0.5, "fine_tune_epochs": 1}
 

@@ -133,6 +133,9 @@ def run(
     device: Annotated[
         str | None, typer.Option("--device", help="auto, cpu or cuda (default: the config's).")
     ] = None,
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Build RUN_DIR/report at the end.")
+    ] = True,
 ) -> None:
     """Run a study: train, distill, quantize and prune; then write the report.
 
@@ -160,10 +163,10 @@ def run(
             summary = run_study(cfg, run_dir, ex, events=events, jobs=planned)
         described = ex.describe()
     _print_summary(summary, described)
-    report = _build_report(run_dir)
-    if report is not None:
-        out.print(f"report: {report}", highlight=False)
-    if summary.failed or summary.skipped or report is None:
+    report_dir = _build_report(run_dir) if report else None
+    if report_dir is not None:
+        out.print(f"report: {report_dir}", highlight=False)
+    if summary.failed or summary.skipped or (report and report_dir is None):
         for job_id, outcome in summary.failed.items():
             console.print(f"[bold red]failed:[/] {job_id}: {outcome.message}", highlight=False)
         for job_id in summary.skipped:
@@ -209,6 +212,17 @@ def status(
         stale = lock.is_stale(holder)
         running = f"; lock of a crashed run ({who})" if stale else f"; running now ({who})"
     out.print(f"{len(states)} jobs: {line}{running}", highlight=False)
+    jobs_folder = store.jobs_dir(run_dir)
+    listed = {s.id for s in states}
+    earlier = (
+        [p for p in jobs_folder.iterdir() if p.name not in listed] if jobs_folder.is_dir() else []
+    )
+    if earlier:
+        out.print(
+            f"{len(earlier)} job folder(s) from earlier settings kept in {jobs_folder} "
+            "(not part of this study)",
+            highlight=False,
+        )
 
 
 @app.command()

@@ -230,7 +230,7 @@ class _Group:
         scope = p.scope or self.protocol.prune_scope
         tuned = p.fine_tune_epochs > 0
         base_cfg = self.train_config(self.cfg.seeds[0])
-        suffix = f" + {p.fine_tune_epochs} ep fine-tuning" if tuned else ""
+        suffix = f" + {p.fine_tune_epochs} ep FT" if tuned else ""
         for amount in p.amounts:
             options: dict[str, Any] = {"amount": amount, "scope": scope}
             if tuned:

@@ -103,6 +103,7 @@ def run_study(
     started = time.perf_counter()
     jobs = expand(cfg) if jobs is None else jobs
     by_id = {j.id: j for j in jobs}
+    store.check_study_target(run_dir)
     with store.StudyLock(run_dir):
         store.clear_temp_files(run_dir)  # left by a run killed mid-write; the lock is ours
         store.write_study(run_dir, study_record(cfg), [j.summary() for j in jobs])
