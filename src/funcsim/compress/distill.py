@@ -21,7 +21,7 @@ from torch import nn
 
 from funcsim.config import TrainConfig
 from funcsim.data import Dataset
-from funcsim.errors import ConfigError
+from funcsim.errors import ConfigError, TrainingDivergedError
 from funcsim.train import TrainResult, fit, resolve_device
 from funcsim.train.evaluate import set_eval
 
@@ -142,4 +142,9 @@ def distill(
         loss = OnlineDistillationLoss(
             teacher, data.x_train.to(device), alpha=alpha, temperature=temperature
         )
-    return fit(student, data, cfg, loss=loss, progress=progress, description=description)
+    try:
+        return fit(student, data, cfg, loss=loss, progress=progress, description=description)
+    except TrainingDivergedError as err:  # the learning rate is not the only suspect here
+        raise TrainingDivergedError(
+            f"{err}, or check the distillation settings (alpha={alpha:g}, T={temperature:g})"
+        ) from err
