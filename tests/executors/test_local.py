@@ -37,6 +37,21 @@ def test_get_executor_validates_its_options() -> None:
         get_executor("local", address="auto")
     with pytest.raises(ConfigError, match="unknown executor 'dask'; choose one of: local, ray"):
         get_executor("dask")
+    with pytest.raises(ConfigError, match="--threads must be >= 1"):
+        get_executor("local", threads=0)
+    with get_executor("local", jobs=2, threads=3) as ex:
+        assert ex.describe() == "local (2 processes x 3 threads)"
+
+
+def test_in_process_threads_apply_to_the_job_only(tmp_path: Path) -> None:
+    import torch
+
+    cfg = tiny_config("seeds=[0]", "distill.alphas=[]", "quantize.bits=[]", "prune.amounts=[]")
+    before = torch.get_num_threads()
+    with get_executor("local", threads=2) as ex:
+        assert ex.describe() == "local (1 process x 2 threads)"
+        assert run_study(cfg, tmp_path, ex).ok
+    assert torch.get_num_threads() == before
 
 
 def test_two_worker_processes_match_the_in_process_run(tmp_path: Path) -> None:

@@ -73,3 +73,13 @@ def test_funcsim_run_on_ray_from_the_command_line(
     assert {s.state for s in job_states(out)} == {"done"}
     assert main([*args, "--address", "auto"]) == 0  # already done: nothing is submitted
     assert "7 already done, 0 run now" in capsys.readouterr().out
+
+
+def test_tasks_ask_for_a_gpu_when_the_job_trains_on_cuda(cluster: None) -> None:
+    base = expand(tiny_config("train.device=cuda", "seeds=[0]"))[0]
+    auto = expand(tiny_config("train.device=auto", "seeds=[0]"))[0]
+    cpu = expand(tiny_config("train.device=cpu", "seeds=[0]"))[0]
+    with get_executor("ray") as ex:
+        assert ex._gpus_per_task(base) == 1.0  # type: ignore[attr-defined]
+        assert ex._gpus_per_task(auto) == 0.0  # this cluster has no GPU  # type: ignore[attr-defined]
+        assert ex._gpus_per_task(cpu) == 0.0  # type: ignore[attr-defined]

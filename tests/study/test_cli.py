@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 from helpers.tiny_study import tiny_args
 
 from funcsim import store
@@ -124,3 +125,14 @@ def test_a_changed_setting_adds_jobs_and_keeps_the_old_ones(
     assert main(["status", str(out)]) == 0
     text = capsys.readouterr().out
     assert "2 jobs: 2 done" in text and "1 job folder(s) from earlier settings kept" in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused_before_any_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "study"
+    assert main(["--quiet", "run", "--device", "cuda", "--out", str(out), *tiny_args()]) == 2
+    err = capsys.readouterr().err
+    assert "device 'cuda' requested but no CUDA GPU is available" in err
+    assert not out.exists()

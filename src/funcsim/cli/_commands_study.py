@@ -123,6 +123,14 @@ def run(
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", help="Local executor: jobs run in parallel processes.")
     ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            help="Torch threads per local job (default: all cores, or cores/N with --jobs N); "
+            "1 is fastest for small models on a busy machine.",
+        ),
+    ] = None,
     executor: Annotated[
         str, typer.Option("--executor", help="local (this machine) or ray (a Ray cluster).")
     ] = "local",
@@ -158,7 +166,9 @@ def run(
     planned = expand(cfg)
     run_dir = out_dir or Path("runs") / cfg.name
     progress = not state.quiet
-    with get_executor(executor, jobs=jobs, address=address, progress=progress) as ex:
+    with get_executor(
+        executor, jobs=jobs, address=address, progress=progress, threads=threads
+    ) as ex:
         with _JobProgress(progress) as events:
             summary = run_study(cfg, run_dir, ex, events=events, jobs=planned)
         described = ex.describe()

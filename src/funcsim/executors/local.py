@@ -43,16 +43,28 @@ class InProcessExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, *, progress: bool = False) -> None:
+    def __init__(self, *, progress: bool = False, threads: int | None = None) -> None:
         self.progress = progress
+        self.threads = threads
 
     def submit(self, job: Job, run_dir: Path) -> cf.Future[Any]:
+        import torch
+
         future: cf.Future[Any] = cf.Future()
-        future.set_result(run_job_safely(job, run_dir, progress=self.progress))
+        before = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            future.set_result(run_job_safely(job, run_dir, progress=self.progress))
+        finally:
+            torch.set_num_threads(before)
         return future
 
     def describe(self) -> str:
-        return "local (1 process)"
+        import torch
+
+        threads = self.threads or torch.get_num_threads()
+        return f"local (1 process x {threads} thread{'s' if threads > 1 else ''})"
 
 
 def _watch_parent(parent: int) -> None:
@@ -78,11 +90,11 @@ class ProcessPoolJobExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, threads: int | None = None) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.capacity = workers
-        self.threads = threads_per_worker(workers)
+        self.threads = threads or threads_per_worker(workers)
         self._pool: cf.ProcessPoolExecutor | None = None
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
@@ -118,13 +130,25 @@ class ProcessPoolJobExecutor(Executor):
             self._pool = None
 
     def describe(self) -> str:
-        return f"local ({self.capacity} processes x {self.threads} threads)"
+        plural = "s" if self.threads > 1 else ""
+        return f"local ({self.capacity} processes x {self.threads} thread{plural})"
 
 
-def local_executor(jobs: int = 1, *, progress: bool = False) -> Executor:
-    """``--jobs 1``: in this process; ``--jobs N``: N worker processes."""
+def local_executor(
+    jobs: int = 1, *, progress: bool = False, threads: int | None = None
+) -> Executor:
+    """``--jobs 1``: in this process; ``--jobs N``: N worker processes.
+
+    ``threads``: torch threads per job (None: torch's default in this process, ``cores //
+    jobs`` in workers). Small models run fastest on one thread each: on a busy machine
+    several OpenMP threads mostly wait for each other.
+    """
+    from funcsim.errors import ConfigError
+
     if jobs < 1:
-        from funcsim.errors import ConfigError
-
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    return InProcessExecutor(progress=progress) if jobs == 1 else ProcessPoolJobExecutor(jobs)
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    if jobs == 1:
+        return InProcessExecutor(progress=progress, threads=threads)
+    return ProcessPoolJobExecutor(jobs, threads=threads)
