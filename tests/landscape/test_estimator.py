@@ -15,7 +15,7 @@ from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
 from funcsim.errors import ConfigError, DataError
-from funcsim.landscape import FunctionalLandscape, default_perplexity
+from funcsim.landscape import FunctionalLandscape, default_perplexity, estimator
 
 K, N, C = 12, 25, 4
 
@@ -104,17 +104,68 @@ def test_input_forms_list_stack_memmap_and_low_precision(sets, fitted_pca, tmp_p
     as_list = FunctionalLandscape("pca").fit(list(sets))
     np.testing.assert_allclose(as_list.distances_, fitted_pca.distances_, atol=1e-12)
 
+    # float32/float16 inputs are multiplied in float32: distances to 1e-6 relative
     path = tmp_path / "sets.npy"
     np.save(path, sets.astype(np.float32))
     mm = np.load(path, mmap_mode="r")
     fl32 = FunctionalLandscape("pca", chunk_points=5).fit(mm)
     raw32 = np.asarray(mm, dtype=np.float64).reshape(K, -1)
-    np.testing.assert_allclose(fl32.distances_, cdist(raw32, raw32), atol=1e-10)
+    np.testing.assert_allclose(fl32.distances_, cdist(raw32, raw32), rtol=1e-6)
 
     half = sets.astype(np.float16)
     fl16 = FunctionalLandscape("pca").fit([h for h in half])
     raw16 = half.astype(np.float64).reshape(K, -1)
-    np.testing.assert_allclose(fl16.distances_, cdist(raw16, raw16), atol=1e-10)
+    np.testing.assert_allclose(fl16.distances_, cdist(raw16, raw16), rtol=1e-6)
+
+
+def near_duplicates(k: int = 40, n: int = 300, c: int = 10) -> np.ndarray:
+    """float32 sets with checkpoints that nearly coincide with the first one (relative
+    perturbations 1e-1 .. 1e-6, like a model and its quantized copies) and, last, an exact copy."""
+    sets = make_sets(k, n, c, seed=3).astype(np.float32)
+    rng = np.random.default_rng(4)
+    for j, eps in enumerate((1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 0.0)):
+        sets[k - 7 + j] = sets[0] * (1 + eps * rng.normal(size=(n, c))).astype(np.float32)
+    return sets
+
+
+def test_float32_distances_within_5e6_relative_near_duplicates_included() -> None:
+    sets = near_duplicates()
+    raw = sets.astype(np.float64).reshape(len(sets), -1)
+    exact = cdist(raw, raw)
+    fl = FunctionalLandscape("pca", chunk_points=37).fit(sets)  # many float32 chunks
+    off = ~np.eye(len(sets), dtype=bool) & (exact > 0)
+    rel = np.abs(fl.distances_ - exact)[off] / exact[off]
+    assert rel.max() < 5e-6, rel.max()  # measured 1.2e-6; bench data 2.7e-6
+    # the exact copy: float32 products alone put it ~1e-4 of the largest distance away
+    assert fl.distances_[0, -1] < 1e-8 * exact.max()
+    # without the float64 refinement of close pairs the near-duplicates would be far off
+    gram, _ = estimator._centred_gram(estimator._Checkpoints(sets), 37)
+    crude = estimator._distances_from_gram(gram)
+    assert (np.abs(crude - exact)[off] / exact[off]).max() > 1e-3
+
+
+def test_pca_signs_certificate_and_fallback_agree_with_sklearn(monkeypatch) -> None:
+    sets = make_sets(20, 60, 5, seed=7).astype(np.float32)
+    raw = sets.astype(np.float64).reshape(len(sets), -1)
+    ref = PCA(n_components=3, svd_solver="full").fit_transform(raw)
+    full = FunctionalLandscape("pca", pca_components=3).fit(sets)
+    np.testing.assert_allclose(full.pca_coordinates_, ref, atol=1e-5)
+    calls = []
+    original = estimator._largest_loadings
+    monkeypatch.setattr(estimator, "_largest_loadings", lambda *a: calls.append(1) or original(*a))
+    for size in (1, 2, 7, 300):  # few candidates: the certificate fails, the pass decides
+        monkeypatch.setattr(estimator, "SIGN_CANDIDATES", size)
+        fl = FunctionalLandscape("pca", pca_components=3, n_components=2).fit(sets)
+        np.testing.assert_allclose(fl.pca_coordinates_[:, :2], ref[:, :2], atol=1e-5)
+    assert calls  # the fallback pass ran at least once
+    assert FunctionalLandscape("pca").fit(sets).pca_coordinates_.shape[1] == 19
+
+
+def test_float32_overflowing_squares_fall_back_to_float64() -> None:
+    sets = make_sets(6, 10, 3).astype(np.float32) * np.float32(1e30)
+    raw = sets.astype(np.float64).reshape(6, -1)
+    fl = FunctionalLandscape("pca").fit(sets)
+    np.testing.assert_allclose(fl.distances_, cdist(raw, raw), rtol=1e-6)
 
 
 def test_two_checkpoints_pad_pca_embedding() -> None:

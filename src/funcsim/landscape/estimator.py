@@ -5,25 +5,43 @@ array, into one vector of ``N * C`` numbers and embed all vectors with scikit-le
 :class:`FunctionalLandscape` computes the same embedding without ever holding the
 ``(K, N * C)`` matrix of ``K`` checkpoints:
 
-1. **Gram pass.** Over chunks of test points, centre each chunk's columns across the ``K``
-   checkpoints and accumulate ``G += X_chunk @ X_chunk.T`` in float64. Centring per column is
+1. **Gram pass** (one pass over the data). Over chunks of test points, centre each chunk's
+   columns across the ``K`` checkpoints and accumulate ``G += X_chunk @ X_chunk.T`` (BLAS
+   ``syrk``: one triangle, half a matrix product) into a float64 ``G``. Centring per column is
    exact, so ``G`` is the double-centred Gram matrix ``J X X^T J`` (``J = I - 11^T / K``) of the
-   raw vectors; memory is ``O(K^2 + K * chunk)``.
+   raw vectors; memory is ``O(K^2 + K * chunk)``. Float64 inputs are multiplied in float64;
+   float32/float16 inputs (stored predictions are float32) in float32, twice as fast, each
+   chunk's product added to the float64 sum (:data:`CHUNK_BYTES` keeps chunks short, so the
+   float32 sums are short too). The same pass keeps the :data:`SIGN_CANDIDATES` columns of
+   largest centred norm (for step 3) and checks the data are finite.
 2. **Distances.** ``d_ij^2 = G_ii + G_jj - 2 G_ij``: the Euclidean distances between the raw
    flattened vectors (centring does not move them), i.e. exactly what t-SNE on the raw vectors
-   computes.
+   computes. With float32 products the error of ``G`` is a few 1e-8 of its largest entry, so a
+   distance is good to about ``2e-8 * (G_ii + G_jj) / d_ij^2`` relative: a few 1e-6 at worst
+   (tests/landscape), unless the two checkpoints nearly coincide (``d_ij^2 < REFINE_RATIO *
+   (G_ii + G_jj)``, e.g. a model and its float16 copy). Those pairs are recomputed in float64:
+   each group of such checkpoints (connected components of the "nearly coincide" graph) gets
+   its own float64 Gram matrix, centred on the group, from a second read of only its rows.
 3. **Exact PCA.** ``G = U diag(lambda) U^T``; the PCA coordinates of the raw vectors are
-   ``U sqrt(lambda)`` (there are at most ``K - 1`` nonzero ``lambda``). A second pass computes
-   the loadings' largest-magnitude entries to fix each component's sign as scikit-learn's PCA
-   does (``svd_flip`` on the loadings), so the coordinates equal ``PCA().fit_transform`` of the
-   raw vectors, sign included, up to round-off.
+   ``U sqrt(lambda)`` (there are at most ``K - 1`` nonzero ``lambda``). scikit-learn's PCA
+   fixes each component's sign so that its loading of largest magnitude is positive
+   (``svd_flip``); the loadings are ``Xc^T u_j``, and since ``|Xc[:, l]^T u_j| <= ||Xc[:, l]||``
+   the largest one lies among the candidate columns kept in step 1 as soon as it exceeds the
+   largest norm left out. That certificate decides the signs of the first ``n_components``
+   components (the t-SNE initialisation) from the candidates, and a second pass over the
+   data (only for those components) settles any it cannot; later components take the
+   candidates' choice, which is scikit-learn's whenever the certificate holds. So the first
+   coordinates equal ``PCA().fit_transform`` of the raw vectors, sign included, up to
+   round-off.
 4. **t-SNE** (``method="tsne"``) runs :class:`sklearn.manifold.TSNE` on the exact distance
    matrix (``metric="precomputed"``) with the initialisation scikit-learn's default
    ``init="pca"`` would give the raw vectors: the first PCA coordinates, scaled so the first
    has standard deviation ``1e-4``. ``method="pca"`` returns the first PCA coordinates.
 
 So t-SNE receives the inputs ``TSNE(perplexity=..., random_state=...).fit_transform(raw)``
-would compute, up to round-off: the distances to ~1e-15 relative, the initialisation exactly
+would compute, up to round-off: the distances to ~1e-15 relative for float64 inputs and ~1e-6
+for float32 ones (scikit-learn itself computes float32 distances by float64 upcasting), the
+initialisation exactly
 when scikit-learn's PCA uses an exact solver (it picks a randomized one once ``K`` or
 ``N * C`` exceeds 500, which can mix components with close variances). The tests show
 identical embeddings on a small float64 case. Beyond that, compare layouts, not coordinates:
@@ -40,11 +58,20 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from scipy.linalg.blas import get_blas_funcs
 
 from funcsim.errors import ConfigError, DataError
 
-CHUNK_BYTES = 64 * 2**20
-"""Target size of one float64 chunk ``(K, points, C)`` in the Gram pass (64 MiB)."""
+CHUNK_BYTES = 16 * 2**20
+"""Target size of one chunk ``(K, points * C)`` in the Gram pass, in its compute dtype (16 MiB:
+the float32 products then sum over at most ``16 MiB / 4 / K`` columns, 10,485 at K = 400)."""
+
+SIGN_CANDIDATES = 4096
+"""Columns of largest centred norm kept for the PCA sign convention (``K * 4096 * 8`` bytes)."""
+
+REFINE_RATIO = 0.01
+"""With float32 products, pairs with ``d^2 < REFINE_RATIO * (G_ii + G_jj)`` are recomputed in
+float64: their float32 error could exceed about 2e-6 relative (tests/landscape measure it)."""
 
 TSNE_INIT_STD = 1e-4
 """Standard deviation of the first init coordinate, as scikit-learn's ``init="pca"`` scales it."""
@@ -114,22 +141,78 @@ class _Checkpoints:
             if arr is not None and not np.issubdtype(arr.dtype, np.floating):
                 raise DataError(f"prediction_sets: expected floating-point arrays, got {arr.dtype}")
         self.k, self.n, self.c = k, n, c
+        # compute dtype of the Gram pass: float64 for float64 inputs, else float32
+        arrays = [self.stacked] if self.stacked is not None else self.sets
+        wide = any(np.dtype(a.dtype).itemsize > 4 for a in arrays)
+        self.dtype = np.dtype(np.float64 if wide else np.float32)
 
-    def chunks(self, points_per_chunk: int) -> Iterator[np.ndarray]:
-        """Yield float64 arrays of shape (K, points * C), consecutive blocks of test points."""
+    def blocks(self, points_per_chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first column, block)``: (K, points * C) blocks of consecutive test points,
+        in the stored dtype (views of a stacked array, no copy)."""
         for a in range(0, self.n, points_per_chunk):
             b = min(self.n, a + points_per_chunk)
             if self.stacked is not None:
-                block = np.asarray(self.stacked[:, a:b, :], dtype=np.float64)
+                block = np.asarray(self.stacked[:, a:b, :])
             else:
-                block = np.stack([np.asarray(s[a:b], dtype=np.float64) for s in self.sets])
-            block = block.reshape(self.k, (b - a) * self.c)
-            if not np.isfinite(block).all():
-                bad = int(np.argmax(~np.isfinite(block).all(axis=1)))
-                raise DataError(
-                    f"prediction_sets[{bad}]: NaN or infinite values among points {a}..{b - 1}"
-                )
-            yield block
+                block = np.stack([np.asarray(s[a:b]) for s in self.sets])
+            yield a * self.c, block.reshape(self.k, (b - a) * self.c)
+
+    def check_finite(self, block: np.ndarray, column: int) -> None:
+        """Raise DataError naming the first checkpoint with NaN/inf in ``block``."""
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            bad = int(np.argmin(finite))
+            a = column // self.c
+            b = a + block.shape[1] // self.c - 1
+            raise DataError(f"prediction_sets[{bad}]: NaN or infinite values among points {a}..{b}")
+
+
+class _Candidates:
+    """The ``size`` columns of largest centred norm seen so far, in float64, and the largest
+    norm among the columns left out (for the PCA sign certificate)."""
+
+    def __init__(self, k: int, size: int) -> None:
+        self.size = size
+        self.index = np.zeros(0, dtype=np.int64)
+        self.norm = np.zeros(0)
+        self.columns = np.zeros((k, 0))
+        self.excluded = 0.0
+
+    def update(self, column: int, raw: np.ndarray, mean: np.ndarray, centred: np.ndarray) -> None:
+        """Offer the columns of one chunk (``column``: global index of its first column)."""
+        norm = np.sqrt(np.einsum("kl,kl->l", centred, centred).astype(np.float64))
+        # once full, only columns above the smallest kept norm can enter
+        floor = self.norm.min() if len(self.norm) == self.size else -1.0
+        above = np.flatnonzero(norm > floor)
+        take = above[_top(norm[above], self.size)]
+        rest = np.ones(len(norm), dtype=bool)
+        rest[take] = False
+        if rest.any():
+            self.excluded = max(self.excluded, float(norm[rest].max()))
+        if len(take) == 0:
+            return
+        exact = raw[:, take].astype(np.float64) - mean[take]  # as the float64 route centres
+        index = np.concatenate([self.index, take + column])
+        norms = np.concatenate([self.norm, norm[take]])
+        columns = np.concatenate([self.columns, exact], axis=1)
+        keep = _top(norms, self.size)
+        if len(keep) < len(norms):
+            dropped = np.ones(len(norms), dtype=bool)
+            dropped[keep] = False
+            self.excluded = max(self.excluded, float(norms[dropped].max()))
+        self.index, self.norm, self.columns = index[keep], norms[keep], columns[:, keep]
+
+    def sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        """Global indices (ascending) and the matching (K, size) centred columns."""
+        order = np.argsort(self.index, kind="stable")
+        return self.index[order], self.columns[:, order]
+
+
+def _top(values: np.ndarray, size: int) -> np.ndarray:
+    """Indices of the ``size`` largest ``values`` (all of them when there are fewer)."""
+    if len(values) <= size:
+        return np.arange(len(values))
+    return np.argpartition(values, len(values) - size)[len(values) - size :]
 
 
 class FunctionalLandscape:
@@ -244,10 +327,12 @@ class FunctionalLandscape:
             perplexity = self._resolve_perplexity(k)
         chunk = self._points_per_chunk(data)
 
-        gram = _centred_gram(data, chunk)
+        gram, candidates = _centred_gram(data, chunk)
         distances = _distances_from_gram(gram)
+        if data.dtype != np.float64:
+            distances = _refine_close_pairs(data, chunk, gram, distances)
         eigval, eigvec = _top_eigenpairs(gram, min(int(self.pca_components), k - 1))
-        signs = _sklearn_signs(data, chunk, eigvec)
+        signs = _sklearn_signs(data, chunk, eigvec, candidates, int(self.n_components))
         eigvec = eigvec * signs
         scores = eigvec * np.sqrt(eigval)
         total = float(np.trace(gram))
@@ -302,7 +387,7 @@ class FunctionalLandscape:
     def _points_per_chunk(self, data: _Checkpoints) -> int:
         if self.chunk_points is not None:
             return int(self.chunk_points)
-        return max(1, CHUNK_BYTES // (8 * data.k * data.c))
+        return max(1, CHUNK_BYTES // (data.dtype.itemsize * data.k * data.c))
 
     def _tsne(self, distances: np.ndarray, first: np.ndarray, perplexity: float) -> np.ndarray:
         from sklearn.manifold import TSNE
@@ -329,13 +414,67 @@ class FunctionalLandscape:
         return np.asarray(embedding)
 
 
-def _centred_gram(data: _Checkpoints, chunk: int) -> np.ndarray:
-    """``J X X^T J`` accumulated over column blocks of X (each block centred across rows)."""
+def _centred_gram(data: _Checkpoints, chunk: int) -> tuple[np.ndarray, _Candidates]:
+    """``J X X^T J`` accumulated in float64 over column blocks of X (each block centred across
+    rows, multiplied in ``data.dtype``), and the sign candidates met on the way."""
     gram = np.zeros((data.k, data.k), dtype=np.float64)
-    for block in data.chunks(chunk):
-        block -= block.mean(axis=0, keepdims=True)
-        gram += block @ block.T
-    return (gram + gram.T) / 2.0
+    candidates = _Candidates(data.k, SIGN_CANDIDATES)
+    for column, raw in data.blocks(chunk):
+        mean = raw.mean(axis=0, dtype=np.float64)
+        block = np.subtract(raw, mean.astype(data.dtype), dtype=data.dtype)
+        product = _syrk(block)
+        if not np.isfinite(np.diagonal(product)).all():
+            data.check_finite(raw, column)  # NaN/inf in the data: raises
+            block = np.subtract(raw, mean, dtype=np.float64)  # float32 squares overflowed
+            product = _syrk(block)
+        gram += product
+        candidates.update(column, raw, mean, block)
+    upper = np.triu(gram)
+    return upper + np.triu(upper, 1).T, candidates
+
+
+def _syrk(block: np.ndarray) -> np.ndarray:
+    """Upper triangle of ``block @ block.T`` (BLAS syrk: half the work of a product)."""
+    syrk = get_blas_funcs("syrk", (block,))
+    # block is C-ordered (K, L), so block.T is Fortran-ordered: no copy; trans=1 -> A^T A
+    product: np.ndarray = syrk(1.0, block.T, trans=1, lower=0)
+    return product
+
+
+def _refine_close_pairs(
+    data: _Checkpoints, chunk: int, gram: np.ndarray, distances: np.ndarray
+) -> np.ndarray:
+    """Recompute in float64 the distances among checkpoints that nearly coincide.
+
+    ``d^2 = G_ii + G_jj - 2 G_ij`` loses about ``(G_ii + G_jj) / d^2`` of the float32 products'
+    relative precision; pairs with ``d^2 < REFINE_RATIO * (G_ii + G_jj)`` are grouped into
+    connected components, and each group's distances come from its own float64 Gram matrix,
+    centred on the group (its points are close, so nothing cancels), in one more pass that
+    reads only the groups' rows.
+    """
+    diag = np.diag(gram)
+    close = distances**2 < REFINE_RATIO * (diag[:, None] + diag[None, :])
+    np.fill_diagonal(close, False)
+    if not close.any():
+        return distances
+    from scipy.sparse.csgraph import connected_components
+
+    _, labels = connected_components(close, directed=False)
+    groups = [g for g in (np.flatnonzero(labels == lab) for lab in np.unique(labels)) if len(g) > 1]
+    grams = [np.zeros((len(g), len(g))) for g in groups]
+    members = np.concatenate(groups)
+    starts = np.cumsum([0] + [len(g) for g in groups])
+    for _, raw in data.blocks(chunk):
+        rows = raw[members].astype(np.float64)  # every group's rows of this chunk, one copy
+        for a, b, acc in zip(starts[:-1], starts[1:], grams, strict=True):
+            block = rows[a:b]
+            block -= block.mean(axis=0, keepdims=True)
+            acc += _syrk(block)
+    out = distances.copy()
+    for group, acc in zip(groups, grams, strict=True):
+        upper = np.triu(acc)
+        out[np.ix_(group, group)] = _distances_from_gram(upper + np.triu(upper, 1).T)
+    return out
 
 
 def _distances_from_gram(gram: np.ndarray) -> np.ndarray:
@@ -355,26 +494,54 @@ def _top_eigenpairs(gram: np.ndarray, n_max: int) -> tuple[np.ndarray, np.ndarra
     return np.maximum(eigval[:keep], 0.0), eigvec[:, :keep]
 
 
-def _sklearn_signs(data: _Checkpoints, chunk: int, eigvec: np.ndarray) -> np.ndarray:
+def _sklearn_signs(
+    data: _Checkpoints,
+    chunk: int,
+    eigvec: np.ndarray,
+    candidates: _Candidates,
+    n_exact: int,
+) -> np.ndarray:
     """Signs making each loading's largest-magnitude entry positive (sklearn's ``svd_flip``).
 
     The loadings of component j are proportional to ``Xc^T u_j`` (``Xc``: X centred across
-    checkpoints); only their largest |entry| is needed, found in one more pass over the chunks.
+    checkpoints), and ``|Xc[:, l]^T u_j| <= ||Xc[:, l]||`` (``||u_j|| = 1``). So when the
+    largest loading among the candidate columns (largest centred norms) exceeds every norm
+    left out, it is the largest of all. The first ``n_exact`` components that this does not
+    settle are settled by a pass over all the data.
     """
     m = eigvec.shape[1]
     if m == 0:
         return np.ones(0)
+    _, columns = candidates.sorted()
+    best_val = np.zeros(m)
+    certified = np.zeros(m, dtype=bool)
+    if columns.shape[1]:
+        load = eigvec.T @ columns  # (m, candidates), candidates in column order
+        idx = np.argmax(np.abs(load), axis=1)  # first maximum, as np.argmax in svd_flip
+        best_val = load[np.arange(m), idx]
+        # margin: candidate norms were computed in the compute dtype
+        certified = np.abs(best_val) > candidates.excluded * (1.0 + 1e-5)
+    todo = [j for j in range(min(n_exact, m)) if not certified[j]]
+    if todo:
+        best_val[todo] = _largest_loadings(data, chunk, eigvec[:, todo])
+    signs: np.ndarray = np.where(best_val < 0, -1.0, 1.0)
+    return signs
+
+
+def _largest_loadings(data: _Checkpoints, chunk: int, eigvec: np.ndarray) -> np.ndarray:
+    """For each column u of ``eigvec``, the entry of largest magnitude of ``Xc^T u`` (the
+    first one on ties), from one pass over the data centred in float64."""
+    m = eigvec.shape[1]
     best_abs = np.full(m, -1.0)
     best_val = np.zeros(m)
-    for block in data.chunks(chunk):
-        block -= block.mean(axis=0, keepdims=True)
+    for _, raw in data.blocks(chunk):
+        block = np.subtract(raw, raw.mean(axis=0, dtype=np.float64), dtype=np.float64)
         load = eigvec.T @ block  # (m, chunk * C)
         idx = np.argmax(np.abs(load), axis=1)
         val = load[np.arange(m), idx]
         better = np.abs(val) > best_abs  # strict: the first maximum wins, as in np.argmax
         best_abs[better], best_val[better] = np.abs(val[better]), val[better]
-    signs: np.ndarray = np.where(best_val < 0, -1.0, 1.0)
-    return signs
+    return best_val
 
 
 def _pad_columns(x: np.ndarray, width: int) -> np.ndarray:
