@@ -93,7 +93,22 @@ def _unlink(path: Path) -> None:
 
 
 TEMP_PATTERN = ".*.tmp"
-"""Names of the temporary files of :func:`write_bytes` (``.<name>.<random>.tmp``)."""
+"""Names of the temporary files of :func:`write_bytes` (``.<name>.<pid>.<random>.tmp``)."""
+_TEMP_PID = re.compile(r"\.(\d+)\.[^.]+\.tmp$")
+
+
+def _temp_prefix(name: str) -> str:
+    """``.<name>.<pid>.``: the writer's pid tells a live write from a crashed one."""
+    return f".{name}.{os.getpid()}."
+
+
+def _is_abandoned(temp: Path) -> bool:
+    """Whether a temp file's writer is gone (a temp file without a pid counts as gone)."""
+    match = _TEMP_PID.search(temp.name)
+    if match is None:
+        return True
+    pid = int(match.group(1))
+    return pid != os.getpid() and not _pid_alive(pid)
 
 
 @contextlib.contextmanager
@@ -101,7 +116,7 @@ def _atomic_open(path: Path) -> Iterator[io.BufferedWriter]:
     """Open a temp file beside ``path``; on success fsync and rename it onto ``path``."""
     make_dirs(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise StoreError(f"could not write {path}: {err.strerror or err}") from err
     try:
@@ -407,11 +422,12 @@ def clear_job(run_dir: Path) -> None:
 
 
 def clear_temp_files(run_dir: Path) -> list[Path]:
-    """Remove the temp files that runs killed mid-write left in a study folder.
+    """Remove the temp files that processes killed mid-write left in a study folder.
 
-    Call only while holding the study's lock (no other run is writing): the folder itself,
-    ``report/`` (all levels) and every job folder are swept. Lock attempts of other runs
-    (``.lock.*``) are left alone. Returns what was removed.
+    The folder itself, ``report/`` (all levels) and every job folder are swept; a temp file
+    is removed only when the process that wrote it (its pid is in the name) is dead, so a
+    report being built or a lock being taken by another process at the same moment is left
+    alone. Returns what was removed.
     """
     run_dir = Path(run_dir)
     candidates = [
@@ -419,7 +435,7 @@ def clear_temp_files(run_dir: Path) -> list[Path]:
         *report_dir(run_dir).rglob(TEMP_PATTERN),
         *jobs_dir(run_dir).glob(f"*/{TEMP_PATTERN}"),
     ]
-    removed = [p for p in candidates if p.is_file() and not p.name.startswith(f"{LOCK}.")]
+    removed = [p for p in candidates if p.is_file() and _is_abandoned(p)]
     for path in removed:
         _unlink(path)
     return removed
@@ -512,7 +528,9 @@ class StudyLock:
     def acquire(self) -> StudyLock:
         make_dirs(self.run_dir)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f"{LOCK}.", suffix=".tmp", dir=self.run_dir)
+            fd, tmp = tempfile.mkstemp(
+                prefix=_temp_prefix(LOCK[1:]), suffix=".tmp", dir=self.run_dir
+            )
         except OSError as err:
             raise StoreError(f"{self.path}: could not write the lock ({err})") from err
         try:
