@@ -50,7 +50,8 @@ class TrainConfig(_Strict):
     """``bf16`` trains under bf16 autocast where the device supports it (``sound``)."""
     channels_last: bool = True
     """Channels-last memory format for 4-D inputs: same float32 numerics, faster convs."""
-    eval_batch_size: int = Field(1000, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    """Test-set batch of the per-epoch evaluation; None: 256 on CPU, 2048 on CUDA."""
     device: Device = "auto"
     seed: int = Field(0, ge=0)
 

@@ -23,6 +23,7 @@ from funcsim.config import TrainConfig
 from funcsim.data import Dataset
 from funcsim.errors import ConfigError, TrainingDivergedError
 from funcsim.train import TrainResult, fit, resolve_device
+from funcsim.train._device import eval_batch_size
 from funcsim.train.evaluate import set_eval
 
 
@@ -58,9 +59,15 @@ def distillation_loss(
 
 
 @torch.inference_mode()
-def compute_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` (N, ...) -> (N, C) float32, in eval mode, batch by batch."""
+def compute_logits(
+    model: nn.Module, x: torch.Tensor, *, batch_size: int | None = None
+) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` (N, ...) -> (N, C) float32, in eval mode, batch by batch.
+
+    ``batch_size`` None: the device's evaluation batch (256 on CPU, 2048 on CUDA).
+    """
     set_eval(model)
+    batch_size = eval_batch_size(batch_size, x.device)
     chunks = [model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)]
     return torch.cat(chunks)
 
@@ -136,7 +143,11 @@ def distill(
     loss: CachedDistillationLoss | OnlineDistillationLoss
     if cache_teacher:
         x_train = data.x_train.to(device)
+        if cfg.channels_last and x_train.dim() == 4:  # as fit runs the student: faster convs
+            teacher.to(memory_format=torch.channels_last)
+            x_train = x_train.contiguous(memory_format=torch.channels_last)
         teacher_logits = compute_logits(teacher, x_train, batch_size=cfg.eval_batch_size)
+        teacher.to(memory_format=torch.contiguous_format)
         loss = CachedDistillationLoss(teacher_logits, alpha=alpha, temperature=temperature)
     else:
         loss = OnlineDistillationLoss(

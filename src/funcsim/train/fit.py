@@ -4,11 +4,15 @@ The trajectory is the model's softmax output on the whole test set at initialisa
 (epoch 0) and after every epoch, an array of shape (epochs + 1, N_test, C). It is the raw
 material of the functional landscape (Fort et al. 2019; the paper's Figures 2-4).
 
-Why this loop is faster than the one a user would write (bench/bench_train.py measures it):
-the data stay in memory as tensors and batches are gathered by index (no DataLoader, no
-per-sample Python), convolutions run in channels-last memory format (same float32
-arithmetic), Adam runs as one fused kernel, and evaluation uses large batches under
-``inference_mode``.
+Why this loop is faster than the one a user would write (bench/bench_train.py measures it,
+BENCHMARKS.md records it): the data stay in memory as tensors, converted once to channels-last,
+and batches are gathered by index (no DataLoader, no per-sample Python, no per-batch layout
+copy); convolutions run in channels-last memory format (same float32 arithmetic); Adam runs as
+one fused kernel; evaluation runs under ``inference_mode`` in batches sized for the device
+(:func:`~funcsim.train._device.eval_batch_size`: small enough on CPU that activations are
+reused heap memory, not fresh pages). On CUDA the data go to the GPU once (through pinned
+memory), cuDNN autotunes, predictions come back once per epoch, and ``bf16`` precision trains
+under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -28,7 +32,13 @@ from funcsim._faults import maybe_crash
 from funcsim.config import TrainConfig
 from funcsim.data import Dataset
 from funcsim.errors import ConfigError, TrainingDivergedError
-from funcsim.train._device import bf16_supported, resolve_device
+from funcsim.train._device import (
+    bf16_supported,
+    cuda_flags,
+    eval_batch_size,
+    resolve_device,
+    to_device,
+)
 from funcsim.train._progress import EpochProgress
 from funcsim.train.evaluate import predict_into
 
@@ -129,10 +139,14 @@ def fit(
 
     init_state = state_copy(model)
     model.to(device)
+    x_train, y_train = to_device(data.x_train, device), to_device(data.y_train, device)
+    x_test = to_device(data.x_test, device)
     if channels_last:
+        # once, here: a batch gathered by index from a channels-last tensor stays channels-last
         model.to(memory_format=torch.channels_last)
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    x_test = data.x_test.to(device)
+        x_train = x_train.contiguous(memory_format=torch.channels_last)
+        x_test = x_test.contiguous(memory_format=torch.channels_last)
+    eval_batch = eval_batch_size(cfg.eval_batch_size, device)
     y_test_np = data.y_test.cpu().numpy()
     n_train, n_test = len(y_train), len(y_test_np)
     if n_train == 0 or n_test == 0:
@@ -163,22 +177,24 @@ def fit(
                 model,
                 x_test,
                 predictions[epoch],
-                batch_size=cfg.eval_batch_size,
-                channels_last=channels_last,
+                batch_size=eval_batch,
             )
         nll, acc = _test_loss_and_accuracy(predictions[epoch], y_test_np)
         test_loss.append(nll)
         test_acc.append(acc)
         eval_seconds += time.perf_counter() - t0
 
-    evaluate(0)
     # Batch boundaries; a last batch of one example joins the one before it, because
     # BatchNorm cannot normalise a single example over a 1x1 map in training mode.
     bounds = list(range(0, n_train, cfg.batch_size)) + [n_train]
     if len(bounds) > 2 and n_train - bounds[-2] == 1:
         del bounds[-2]
     steps = len(bounds) - 1
-    with EpochProgress(description, cfg.epochs, steps, enabled=progress) as bar:
+    with (
+        cuda_flags(device, fp32=not use_bf16),
+        EpochProgress(description, cfg.epochs, steps, enabled=progress) as bar,
+    ):
+        evaluate(0)
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             order = torch.randperm(n_train, generator=generator).to(device)
@@ -186,8 +202,6 @@ def fit(
             for step in range(steps):
                 index = order[bounds[step] : bounds[step + 1]]
                 xb, yb = x_train[index], y_train[index]
-                if channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
                 autocast = (
                     torch.autocast(device.type, dtype=torch.bfloat16)
                     if use_bf16
