@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from funcsim.data._api import register_dataset
 from funcsim.data._convert import to_dataset
@@ -31,6 +29,11 @@ def digits(
 
     ``data_dir`` and ``download`` are ignored: the data ship with scikit-learn.
     """
+    # imported here: scikit-learn costs about 1.5 s of CPU to import, which every process
+    # that only registers datasets (each worker of a Fashion-MNIST study) would pay
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     images = bunch.images.astype(np.float32)[:, None]
     labels = bunch.target.astype(np.int64)

@@ -23,13 +23,19 @@ Output: logits (B, C) for inputs (B, in_channels, H, W).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torchvision
 from torch import nn
 
 from funcsim.errors import ConfigError
 from funcsim.models._api import register_model
+
+if TYPE_CHECKING:
+    import torchvision
+
+# torchvision is imported where a model is built, not here: importing it costs about 3 s of
+# CPU on 2 cores (it pulls in torch._dynamo), paid by every process that merely lists the
+# registry, e.g. each worker of a LeNet study (BENCHMARKS.md, "end to end").
 
 __all__ = ["HEAD_UNITS", "SMALL_IMAGE_MAX", "Stem", "mobilenet_v2", "resnet18", "resnet50"]
 
@@ -90,6 +96,8 @@ def resnet18(
     *, in_channels: int, num_classes: int, image_size: tuple[int, int], stem: Stem = "auto"
 ) -> torchvision.models.ResNet:
     """torchvision ResNet-18 (random init) with the paper's head; see the module notes."""
+    import torchvision
+
     return _resnet(
         torchvision.models.resnet18,
         in_channels=in_channels,
@@ -104,6 +112,8 @@ def resnet50(
     *, in_channels: int, num_classes: int, image_size: tuple[int, int], stem: Stem = "auto"
 ) -> torchvision.models.ResNet:
     """torchvision ResNet-50 (random init) with the paper's Dense(512) head; see module notes."""
+    import torchvision
+
     return _resnet(
         torchvision.models.resnet50,
         in_channels=in_channels,
@@ -118,6 +128,8 @@ def mobilenet_v2(
     *, in_channels: int, num_classes: int, image_size: tuple[int, int], stem: Stem = "auto"
 ) -> torchvision.models.MobileNetV2:
     """torchvision MobileNet v2 (random init) with the paper's head; see the module notes."""
+    import torchvision
+
     model = torchvision.models.mobilenet_v2(weights=None)
     first = model.features[0][0]
     assert isinstance(first, nn.Conv2d)
