@@ -7,6 +7,7 @@ result as a run folder beside the input (or at ``--out``).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,15 +70,17 @@ def _run(
     run = store.load_run(run_dir)
     names = [TEACHER, TEACHER_INIT] if kind == "distill" else [TEACHER]
     inputs = {n: store.read_bytes(run.path / INPUT_FILES[n], "weights file") for n in names}
+    # --out may be any folder name; the job id (in config.json, in messages) is a safe slug of it
+    job_id = re.sub(r"[^A-Za-z0-9_.-]+", "_", target.name).strip("._")[:200] or kind
     params = {
         **params,
-        "job_id": target.name,
+        "job_id": job_id,
         "kind": kind,
         "study": None,
         "label": label,
         "depends_on": [str(run.path)],
     }
-    job = Job(id=store.check_job_id(target.name), kind=kind, params=params)  # type: ignore[arg-type]
+    job = Job(id=store.check_job_id(job_id), kind=kind, params=params)  # type: ignore[arg-type]
     art = execute(job, inputs, job_dataset(job), progress=not state.quiet)
     store.save_run(
         target,
