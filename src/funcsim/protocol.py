@@ -31,6 +31,21 @@ class Protocol:
     int8_mode: Literal["dynamic", "static"]
     """The paper's 8-bit is dynamic-range (int8 weights per output channel, float
     activations); we keep it in ``sound`` too, static int8 is an extra method."""
+    small_image_stem: Literal["imagenet", "cifar"]
+    """Stem of the torchvision models (ResNets, MobileNet v2) on small images. The original
+    ran Keras' ImageNet networks unchanged on 32x32 inputs (7x7 stride-2 conv and max-pool:
+    a 1x1 map at the end); ``sound`` uses the usual small-image stem (3x3 stride 1, no pool),
+    about 15x the compute. ``mobilenet`` (v1) copies Keras and takes no such option."""
+
+    def model_options(self, arch: str) -> dict[str, str]:
+        """Builder options this protocol sets for ``arch`` (only those its builder takes)."""
+        import inspect
+
+        from funcsim.models._api import MODELS
+
+        if "stem" in inspect.signature(MODELS.get(arch)).parameters:
+            return {"stem": self.small_image_stem}
+        return {}
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -40,6 +55,7 @@ PROTOCOLS: dict[str, Protocol] = {
         distill_optimizer="adamax",
         train_precision="fp32",
         int8_mode="dynamic",
+        small_image_stem="imagenet",
     ),
     "sound": Protocol(
         name="sound",
@@ -47,6 +63,7 @@ PROTOCOLS: dict[str, Protocol] = {
         distill_optimizer="adam",
         train_precision="bf16",
         int8_mode="dynamic",
+        small_image_stem="cifar",
     ),
 }
 

@@ -18,11 +18,12 @@ from funcsim.cli._app import app, out, state
 from funcsim.errors import ConfigError, StoreError
 
 ProtocolOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--protocol",
         help="paper (the original's choices) or sound; sets defaults such as the "
-        "pruning scope and the student's optimizer (see funcsim/protocol.py).",
+        "pruning scope and the student's optimizer (see funcsim/protocol.py). "
+        "Default: the run's own protocol.",
     ),
 ]
 OutOption = Annotated[
@@ -41,6 +42,7 @@ def _base_params(run: store.RunRecord) -> dict[str, Any]:
             "seed": int(cfg.get("seed") or train.get("seed") or 0),
             "data": dict(cfg.get("data", {})),
             "train": train,
+            "protocol": str(cfg.get("protocol") or "paper"),
         }
     except (KeyError, TypeError, ValueError):
         raise StoreError(
@@ -125,7 +127,7 @@ def compress_cmd(
     fine_tune_epochs: Annotated[
         int, typer.Option("--fine-tune-epochs", help="prune: epochs of fine-tuning (paper 0).")
     ] = 0,
-    protocol: ProtocolOption = "paper",
+    protocol: ProtocolOption = None,
     out_dir: OutOption = None,
 ) -> None:
     """Compress a trained model post hoc (no training) and record its test predictions.
@@ -138,7 +140,8 @@ def compress_cmd(
     from funcsim.protocol import get_protocol
     from funcsim.study.jobs import QUANTIZE_METHODS
 
-    proto = get_protocol(protocol)
+    params = _base_params(store.load_run(run_dir))
+    proto = get_protocol(protocol or params["protocol"])
     if method == "quantize":
         if bits not in (16, 8, 4):
             raise ConfigError(f"--bits must be one of 16, 8, 4 with --method quantize; got {bits}")
@@ -172,10 +175,8 @@ def compress_cmd(
         options["fine_tune_epochs"] = fine_tune_epochs
     if method == "quantize":
         options["bits"] = bits  # recorded for the report; methods ignore what they do not take
-    params = _base_params(store.load_run(run_dir))
-    params.update(
+    params.update(  # "protocol" stays the run's: it defines the architecture
         {
-            "protocol": protocol,
             "role": role,
             "student_arch": None,
             "method": name,
@@ -214,7 +215,7 @@ def distill_cmd(
             "weights) or an architecture name.",
         ),
     ] = "same",
-    protocol: ProtocolOption = "paper",
+    protocol: ProtocolOption = None,
     out_dir: OutOption = None,
 ) -> None:
     """Distil a trained teacher into a student, recording the student's trajectory.
@@ -228,8 +229,8 @@ def distill_cmd(
     from funcsim.protocol import get_protocol
 
     check_distill_options(alpha, temperature)
-    proto = get_protocol(protocol)
     params = _base_params(store.load_run(teacher_run_dir))
+    proto = get_protocol(protocol or params["protocol"])
     student_arch = params["arch"] if student == "same" else student
     MODELS.get(student_arch)
     update: dict[str, Any] = {"optimizer": proto.distill_optimizer}
@@ -238,7 +239,7 @@ def distill_cmd(
     train = validated(TrainConfig, "distill options", **{**params["train"], **update})
     params.update(
         {
-            "protocol": protocol,
+            "protocol": proto.name,
             "role": "distill",
             "student_arch": student_arch,
             "method": None,

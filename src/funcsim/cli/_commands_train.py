@@ -49,6 +49,14 @@ def train(
         str, typer.Option("--precision", help="fp32 (paper) or bf16 (autocast where supported).")
     ] = "fp32",
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            help="paper or sound: architecture options such as the ResNet stem on small "
+            "images (see funcsim/protocol.py).",
+        ),
+    ] = "paper",
     out_dir: Annotated[
         Path | None,
         typer.Option(
@@ -71,6 +79,7 @@ def train(
     """
     from funcsim.data import load_dataset
     from funcsim.models._api import MODELS
+    from funcsim.protocol import get_protocol
     from funcsim.train import save_result, train_model
 
     cfg = validated(
@@ -93,6 +102,7 @@ def train(
         test_limit=test_limit,
     )
     MODELS.get(arch)  # an unknown name fails here, before any data are read
+    get_protocol(protocol)
     data = load_dataset(
         dataset,
         data_dir=data_cfg.data_dir,
@@ -101,9 +111,10 @@ def train(
         test_limit=data_cfg.test_limit,
     )
     target = out_dir or Path("runs") / f"{dataset}-{arch}-s{seed}"
-    _, result = train_model(data, arch, cfg, progress=not state.quiet)
+    _, result = train_model(data, arch, cfg, progress=not state.quiet, protocol=protocol)
     config = {
         "kind": "train",
+        "protocol": protocol,
         "funcsim_version": __version__,
         "dataset": dataset,
         "arch": arch,

@@ -30,7 +30,7 @@ from torch import nn
 from funcsim import store
 from funcsim.config import DataConfig, TrainConfig
 from funcsim.data import Dataset
-from funcsim.errors import FuncsimError
+from funcsim.errors import FuncsimError, TrainingDivergedError
 from funcsim.study.jobs import CALIBRATION_SIZE, Job
 
 TEACHER = "teacher"
@@ -181,7 +181,7 @@ def _execute_train(job: Job, data: Dataset, progress: bool) -> Artifacts:
     from funcsim.train import build_model, fit
 
     cfg = TrainConfig.model_validate(job.params["train"])
-    model = build_model(job.params["arch"], data, cfg.seed)
+    model = build_model(job.params["arch"], data, cfg.seed, protocol=job.params["protocol"])
     result = fit(model, data, cfg, progress=progress, description=job.label)
     return _train_artifacts(result, data)
 
@@ -194,9 +194,9 @@ def _execute_distill(
 
     p = job.params
     cfg = TrainConfig.model_validate(p["train"])
-    teacher = build_model(p["arch"], data, p["seed"])
+    teacher = build_model(p["arch"], data, p["seed"], protocol=p["protocol"])
     load_state(teacher, _state(inputs, TEACHER, job), input_source(job, TEACHER))
-    student = build_model(p["student_arch"], data, p["seed"])
+    student = build_model(p["student_arch"], data, p["seed"], protocol=p["protocol"])
     if p["student_arch"] == p["arch"]:  # self-distillation: start from the teacher's init
         load_state(student, _state(inputs, TEACHER_INIT, job), input_source(job, TEACHER_INIT))
     result = distill(
@@ -251,7 +251,7 @@ def _execute_compress(
 
     p = job.params
     cfg = TrainConfig.model_validate(p["train"])
-    model = build_model(p["arch"], data, p["seed"])
+    model = build_model(p["arch"], data, p["seed"], protocol=p["protocol"])
     load_state(model, _state(inputs, TEACHER, job), input_source(job, TEACHER))
     model.eval()
     accepted = method_options(p["method"])
@@ -313,7 +313,24 @@ def execute(
     acc = art.metrics.get("final_test_accuracy")
     if not isinstance(acc, float) or math.isnan(acc):
         raise FuncsimError(f"job {job.id}: produced no final test accuracy")
+    _check_finite(job, art.predictions)
     return art
+
+
+def _check_finite(job: Job, predictions: np.ndarray) -> None:
+    """Refuse a prediction set holding NaN/inf (a model that blew up after its last loss
+    was computed, or a compression that broke it): it must not be stored as a result."""
+    finite = np.isfinite(predictions).reshape(len(predictions), -1).all(axis=1)
+    if not finite.all():
+        first = int(np.argmin(finite))
+        if len(predictions) == 1:
+            what = "of the compressed model"
+        else:
+            what = f"after epoch {first}" if first else "at initialisation"
+        raise TrainingDivergedError(
+            f"{job.label}: the test predictions {what} hold NaN or infinite values (the "
+            "weights diverged); lower the learning rate or check the method's settings"
+        )
 
 
 def save_artifacts(job: Job, run_dir: Path, art: Artifacts) -> Path:

@@ -13,6 +13,7 @@ from funcsim.config import TrainConfig
 from funcsim.data import Dataset
 from funcsim.errors import StoreError
 from funcsim.models import get_model
+from funcsim.protocol import get_protocol
 from funcsim.train._device import bf16_supported, resolve_device, seed_everything
 from funcsim.train.evaluate import predict
 from funcsim.train.fit import BatchLoss, TrainResult, fit, state_copy
@@ -33,19 +34,34 @@ __all__ = [
 ]
 
 
-def build_model(arch: str, data: Dataset, seed: int) -> nn.Module:
-    """A freshly initialised ``arch`` for ``data``'s shape, initialised from ``seed``."""
+def build_model(arch: str, data: Dataset, seed: int, *, protocol: str | None = None) -> nn.Module:
+    """A freshly initialised ``arch`` for ``data``'s shape, initialised from ``seed``.
+
+    ``protocol`` (``paper``/``sound``) sets its architecture options, e.g. the ImageNet stem
+    the original used for ResNets on 32x32 inputs (:mod:`funcsim.protocol`); None keeps
+    the builder's defaults.
+    """
+    options = get_protocol(protocol).model_options(arch) if protocol else {}
     seed_everything(seed)
     return get_model(
-        arch, in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size
+        arch,
+        in_channels=data.in_channels,
+        num_classes=data.num_classes,
+        image_size=data.image_size,
+        **options,
     )
 
 
 def train_model(
-    data: Dataset, arch: str, cfg: TrainConfig, *, progress: bool = True
+    data: Dataset,
+    arch: str,
+    cfg: TrainConfig,
+    *,
+    progress: bool = True,
+    protocol: str | None = None,
 ) -> tuple[nn.Module, TrainResult]:
-    """Build ``arch`` from ``cfg.seed`` and :func:`fit` it on ``data``."""
-    model = build_model(arch, data, cfg.seed)
+    """Build ``arch`` from ``cfg.seed`` (with ``protocol``'s model options) and :func:`fit` it."""
+    model = build_model(arch, data, cfg.seed, protocol=protocol)
     result = fit(model, data, cfg, progress=progress, description=f"{arch} seed {cfg.seed}")
     return model, result
 
