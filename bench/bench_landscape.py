@@ -2,6 +2,7 @@
 
     python bench/bench_landscape.py --quick          # seconds: 40 checkpoints x 500 x 10
     python bench/bench_landscape.py                  # 400 checkpoints x 10,000 points x 100
+    python bench/bench_landscape.py --json OUT       # also write the figures as JSON
 
 Synthetic softmax outputs shaped like a study (``--runs`` training trajectories of
 ``K / runs`` checkpoints each, moving from near-uniform outputs at epoch 0 to a run-specific
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cap", type=float, default=600.0, help="seconds before a route is killed")
     ap.add_argument("--perplexity", type=float, help="default: default_perplexity(K)")
     ap.add_argument("--workdir", type=Path, help="where the .npy goes (default: a temp dir)")
+    ap.add_argument("--json", type=Path, help="write the measurements as JSON here")
     ap.add_argument("--worker", choices=ROUTES, help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -255,18 +257,27 @@ def main(argv: list[str] | None = None) -> None:
             print(f"running {route} ...", flush=True)
             results.append(run_route(route, data, perplexity, Path(tmp) / f"{route}.npy", args.cap))
         report(results, k, n, c, k * n * c * 4)
+        summary: dict = {"checkpoints": k, "points": n, "classes": c, "routes": results}
+        if args.json:
+            args.json.write_text(json.dumps(summary, indent=2))
         done = {r["route"] for r in results if not r["capped"]}
         if not done:
             return
         distances = FunctionalLandscape("pca").fit(np.load(data, mmap_mode="r")).distances_
         emb = {r: np.load(Path(tmp) / f"{r}.npy") for r in sorted(done)}
         print()
+        tw_of = {}
         for r, e in emb.items():
-            tw = trustworthiness(distances, e, n_neighbors=5, metric="precomputed")
-            print(f"trustworthiness of {r}: {tw:.4f}")
+            tw_of[r] = trustworthiness(distances, e, n_neighbors=5, metric="precomputed")
+            print(f"trustworthiness of {r}: {tw_of[r]:.4f}")
+        summary["trustworthiness"] = {r: float(tw) for r, tw in tw_of.items()}
         for r in sorted(done - {"gram"}):
             if "gram" in done:
-                print(f"Procrustes disparity gram vs {r}: {procrustes(emb['gram'], emb[r])[2]:.3g}")
+                disparity = float(procrustes(emb["gram"], emb[r])[2])
+                summary.setdefault("procrustes_vs_gram", {})[r] = disparity
+                print(f"Procrustes disparity gram vs {r}: {disparity:.3g}")
+        if args.json:
+            args.json.write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

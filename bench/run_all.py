@@ -1,0 +1,376 @@
+"""Every funcsim benchmark in one run, one table: figure, value, target, met?
+
+    python bench/run_all.py --quick          # a few minutes: subsets, the quick study
+    python bench/run_all.py                  # the full figures recorded in BENCHMARKS.md
+    python bench/run_all.py --full-study     # also the 25-epoch fashion_mnist_lenet study
+
+Each benchmark runs in a fresh process (its imports, threads and memory are its own):
+
+* ``bench/bench_train.py``: training speed against a plain PyTorch loop, fraction of the
+  matmul rate, capture share, bf16 (speed and its effect on the function), distillation;
+* the parallel local executor and the end-to-end wall time: ``funcsim run quick`` with
+  ``--jobs 1`` and ``--jobs 2``, each a fresh process on its own temporary study folder;
+* ``bench/bench_landscape.py``: the Gram route against scikit-learn's t-SNE on the raw
+  vectors (400 x 10,000 x 100; ``--quick``: 40 x 500 x 10);
+* storage: bytes per stored probability (a file written by ``funcsim.store``) and the size of
+  a ``cifar100`` study's prediction store, computed from the preset's jobs.
+
+Ratios are measured side by side in one run; absolute figures depend on the machine and its
+load, both printed in the header (load average before and after). The exit status is 0 when
+every benchmark ran, whether or not it met its target; 1 if one crashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+TEST_SET = {
+    "cifar100": (10_000, 100),
+    "cifar10": (10_000, 10),
+    "fashion_mnist": (10_000, 10),
+    "mnist": (10_000, 10),
+    "digits": (450, 10),
+}
+"""(test points, classes) of the datasets, for the computed store sizes (no download)."""
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    target: str = ""
+    met: str = ""
+
+
+def _met(ok: bool | None) -> str:
+    return "-" if ok is None else ("yes" if ok else "NO")
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # pragma: no cover - not Unix
+        return "n/a"
+
+
+def run(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 3600) -> str:
+    """Run ``cmd``, echo its output's tail on failure, return stdout."""
+    print("$", " ".join(cmd), flush=True)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd[:3])} ... exited {proc.returncode}:\n{proc.stdout[-2000:]}"
+            f"\n{proc.stderr[-3000:]}"
+        )
+    return proc.stdout
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def bench_train(quick: bool, tmp: Path) -> tuple[list[Row], dict]:
+    out = tmp / "train.json"
+    run([sys.executable, str(HERE / "bench_train.py"), "--json", str(out)] + quick * ["--quick"])
+    f = json.loads(out.read_text())
+    speed = f["speedup_vs_plain_tensor"]
+    rows = [
+        Row(
+            "training fp32: fit (capture incl.) / plain tensor loop, images/s",
+            f"{speed:.2f}x ({f['funcsim_img_s_with_capture']:,.0f} vs "
+            f"{f['plain_tensor_img_s']:,.0f})",
+            ">= 1.25x",
+            _met(speed >= 1.25),
+        ),
+        Row(
+            "  fit / plain DataLoader loop",
+            f"{f['speedup_vs_plain_dataloader']:.2f}x ({f['plain_dataloader_img_s']:,.0f})",
+        ),
+        Row(
+            "fit training rate / fp32 matmul rate",
+            f"{f['fraction_of_matmul_rate']:.0%} (matmul {f['matmul_gflops']:.0f} GFLOP/s, "
+            f"{f['lenet_train_mflop_per_image']:.1f} MFLOP/img)",
+            ">= 60 %",
+            _met(f["fraction_of_matmul_rate"] >= 0.60),
+        ),
+    ]
+    native = f["bf16_native"]
+    bf16 = f["bf16_speedup_vs_plain_tensor"]
+    emulated = f.get("bf16_emulated_speedup_vs_plain_tensor")
+    note = "native" if native else "not native: fit trains fp32"
+    if emulated is not None:
+        note += f"; emulated autocast {emulated:.2f}x"
+    rows += [
+        Row(
+            "training sound (bf16 where native) / plain fp32 loop",
+            f"{bf16:.2f}x ({note})",
+            ">= 1.8x where supported",
+            _met(bf16 >= 1.8) if native else "n/a",
+        ),
+        Row(
+            "  bf16 vs fp32 same seed: disagreement / seed-vs-seed",
+            f"{f['bf16_over_yardstick']:.2f} ({f['bf16_vs_fp32_disagreement']:.2%} vs "
+            f"{f['seed_vs_seed_disagreement']:.2%}, digits, 8 epochs)",
+            "report",
+            "-",
+        ),
+        Row(
+            "trajectory capture / epoch training time",
+            f"{f['capture_share_of_epoch']:.1%}",
+            "<= 10 %",
+            _met(f["capture_share_of_epoch"] <= 0.10),
+        ),
+        Row(
+            "distillation epoch, teacher cached / plain epoch",
+            f"{f['distill_cached_epoch_ratio']:.2f} (+ one-off teacher pass "
+            f"{f['distill_teacher_pass_epochs']:.2f} epoch)",
+            "<= 1.10",
+            _met(f["distill_cached_epoch_ratio"] <= 1.10),
+        ),
+        Row(
+            "distillation epoch, teacher every step / plain epoch",
+            f"{f['distill_online_epoch_ratio']:.2f}",
+            "report (~1.3)",
+            "-",
+        ),
+    ]
+    return rows, f
+
+
+_SUMMARY = re.compile(r"(\d+) jobs, .* in ([0-9.]+)s on (.+)$", re.MULTILINE)
+
+
+def funcsim_run(jobs: int, tmp: Path) -> dict[str, float | str]:
+    """``funcsim run quick --jobs N`` in a fresh process on a fresh folder; wall seconds."""
+    out = tmp / f"quick-j{jobs}"
+    t0 = time.perf_counter()
+    stdout = run(
+        [sys.executable, "-m", "funcsim", "--quiet", "run", "quick", "-o", str(out)]
+        + ["--jobs", str(jobs)]
+    )
+    wall = time.perf_counter() - t0
+    m = _SUMMARY.search(stdout)
+    return {
+        "wall": wall,
+        "jobs_phase": float(m.group(2)) if m else float("nan"),
+        "executor": m.group(3) if m else "?",
+    }
+
+
+def bench_study(tmp: Path) -> tuple[list[Row], dict]:
+    one = funcsim_run(1, tmp)
+    two = funcsim_run(2, tmp)
+    ratio = float(two["wall"]) / float(one["wall"])
+    phase = float(two["jobs_phase"]) / float(one["jobs_phase"])
+    rows = [
+        Row(
+            "parallel executor: quick study wall, --jobs 2 / --jobs 1",
+            f"{ratio:.2f} ({float(two['wall']):.1f} s vs {float(one['wall']):.1f} s; "
+            f"jobs phase alone {phase:.2f})",
+            "<= 0.75",
+            _met(ratio <= 0.75),
+        ),
+        Row(
+            "end to end: `funcsim run quick` (fresh process, --jobs 1)",
+            f"{float(one['wall']):.1f} s (jobs {float(one['jobs_phase']):.1f} s)",
+            "<= 60 s",
+            _met(float(one["wall"]) <= 60),
+        ),
+    ]
+    return rows, {"jobs1": one, "jobs2": two}
+
+
+def bench_full_study(tmp: Path) -> tuple[list[Row], dict]:
+    t0 = time.perf_counter()
+    out = tmp / "fmnist"
+    run(
+        [sys.executable, "-m", "funcsim", "--quiet", "run", "fashion_mnist_lenet", "-o", str(out)]
+        + ["--jobs", "2"],
+        timeout=4 * 3600,
+    )
+    wall = time.perf_counter() - t0
+    row = Row(
+        "end to end: fashion_mnist_lenet study (25 epochs, --jobs 2)",
+        f"{wall / 60:.1f} min",
+        "<= 25 min",
+        _met(wall <= 25 * 60),
+    )
+    return [row], {"wall": wall}
+
+
+def bench_landscape(quick: bool, tmp: Path) -> tuple[list[Row], dict]:
+    out = tmp / "landscape.json"
+    cmd = [sys.executable, str(HERE / "bench_landscape.py"), "--json", str(out)]
+    run(cmd + quick * ["--quick"] + ["--workdir", str(tmp)], timeout=3 * 3600)
+    f = json.loads(out.read_text())
+    by = {r["route"]: r for r in f["routes"]}
+    g = by["gram"]
+    size = f"{f['checkpoints']}x{f['points']:,}x{f['classes']}"
+    rows = []
+    for name, label in (("sklearn", "default threads"), ("sklearn1", "1 OpenMP thread")):
+        s = by.get(name)
+        if s is None:
+            continue
+        bound = ">= " if s["capped"] else ""
+        speed = s["wall_s"] / g["wall_s"]
+        rows.append(
+            Row(
+                f"landscape {size}: sklearn t-SNE ({label}) / Gram route, time",
+                f"{bound}{speed:.1f}x ({s['wall_s']:.1f} s vs {g['wall_s']:.1f} s)",
+                ">= 10x",
+                _met(speed >= 10),
+            )
+        )
+        if not s["capped"]:
+            mem = g["peak_anon_bytes"] / s["peak_anon_bytes"]
+            rows.append(
+                Row(
+                    f"  peak anonymous memory, Gram / sklearn ({label})",
+                    f"{mem:.3f} ({g['peak_anon_bytes'] / 2**20:,.0f} vs "
+                    f"{s['peak_anon_bytes'] / 2**20:,.0f} MiB)",
+                    "<= 0.25",
+                    _met(mem <= 0.25),
+                )
+            )
+    tw = f.get("trustworthiness", {})
+    if tw:
+        rows.append(
+            Row(
+                "  trustworthiness (5-NN), Gram / sklearn",
+                " / ".join(f"{tw[r]:.3f}" for r in ("gram", "sklearn1", "sklearn") if r in tw),
+            )
+        )
+    return rows, f
+
+
+def bench_storage(tmp: Path) -> tuple[list[Row], dict]:
+    from funcsim import store
+    from funcsim.config import load_study_config
+    from funcsim.study.jobs import expand
+
+    probs = np.random.default_rng(0).dirichlet(np.ones(10), size=(26, 10_000)).astype(np.float32)
+    path = tmp / "predictions.npy"
+    store.write_npy(path, probs)
+    per_prob = path.stat().st_size / probs.size
+
+    cfg = load_study_config("cifar100")
+    n, c = TEST_SET[cfg.datasets[0]]
+    sets_per_arch: dict[str, int] = {}
+    for job in expand(cfg):
+        p = job.params
+        # a trajectory per training (epochs + 1 sets), one set per post-hoc model
+        count = int(p["train"]["epochs"]) + 1 if job.kind in ("train", "distill") else 1
+        sets_per_arch[p["arch"]] = sets_per_arch.get(p["arch"], 0) + count
+    per_arch = {a: k * n * c * per_prob for a, k in sets_per_arch.items()}
+    total = sum(per_arch.values())
+    detail = ", ".join(f"{a} {k} sets {per_arch[a] / 1e9:.2f} GB" for a, k in sets_per_arch.items())
+    rows = [
+        Row("storage: bytes per stored probability", f"{per_prob:.3f} (float32 .npy)", "report"),
+        Row(
+            "storage: cifar100 study prediction store (computed)",
+            f"{total / 1e9:.2f} GB ({detail}; x {n:,} x {c})",
+            "report",
+        ),
+    ]
+    return rows, {"bytes_per_probability": per_prob, "sets_per_arch": sets_per_arch}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def machine() -> str:
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from bench_train import cpu_model
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (
+        f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), GPU: {gpu}"
+    )
+
+
+def table(rows: list[Row]) -> str:
+    head = Row("figure", "value", "target", "met?")
+    widths = [max(len(getattr(r, f)) for r in [head, *rows]) for f in ("figure", "value")]
+    lines = []
+    for i, r in enumerate([head, *rows]):
+        lines.append(
+            f"| {r.figure:<{widths[0]}} | {r.value:<{widths[1]}} | {r.target:<24} | {r.met:<4} |"
+        )
+        if i == 0:
+            lines.append(f"|{'-' * (widths[0] + 2)}|{'-' * (widths[1] + 2)}|{'-' * 26}|------|")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
+    ap.add_argument("--full-study", action="store_true", help="also the 25-epoch study")
+    ap.add_argument("--only", help="comma-separated subset: train,study,landscape,storage")
+    ap.add_argument("--json", type=Path, help="write every figure as JSON here")
+    args = ap.parse_args(argv)
+    parts = ["train", "study", "landscape", "storage"] + args.full_study * ["full_study"]
+    if args.only:
+        parts = [p for p in parts if p in args.only.split(",")]
+
+    started = datetime.datetime.now().astimezone()
+    header = [
+        f"command: python bench/run_all.py {' '.join(argv if argv is not None else sys.argv[1:])}",
+        f"machine: {machine()}",
+        f"date: {started:%Y-%m-%d %H:%M %Z}; load average (1, 5, 15 min) at start: "
+        f"{load_average()}",
+    ]
+    print("\n".join(header), flush=True)
+    rows: list[Row] = []
+    figures: dict[str, object] = {}
+    failed = False
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="funcsim-bench-") as name:
+        tmp = Path(name)
+        for part in parts:
+            try:
+                if part == "train":
+                    new, figures[part] = bench_train(args.quick, tmp)
+                elif part == "study":
+                    new, figures[part] = bench_study(tmp)
+                elif part == "landscape":
+                    new, figures[part] = bench_landscape(args.quick, tmp)
+                elif part == "storage":
+                    new, figures[part] = bench_storage(tmp)
+                else:
+                    new, figures[part] = bench_full_study(tmp)
+            except Exception as err:  # noqa: BLE001 - report it in the table, go on
+                failed = True
+                new = [Row(f"{part}: FAILED", str(err).splitlines()[0][:120])]
+                print(err, file=sys.stderr)
+            rows += new
+            print(f"[{part} done, load average {load_average()}]", flush=True)
+    header.append(f"load average at end: {load_average()}; total {time.perf_counter() - t0:.0f} s")
+    print()
+    print("\n".join(header))
+    print()
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"header": header, "figures": figures}, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
