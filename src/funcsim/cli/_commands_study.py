@@ -204,10 +204,10 @@ def status(
     table.add_column("job", no_wrap=True)
     for column in ("model", "state", "accuracy"):
         table.add_column(column, overflow="fold")
-    for s in states:
+    for s in states:  # the id names dataset and architecture; the model column the rest
         acc = f"{s.accuracy:.2%}" if s.accuracy is not None else ""
         style = STATE_STYLE.get(s.state, "")
-        table.add_row(s.id, f"{s.dataset}/{s.arch}: {s.label}", f"[{style}]{s.state}[/]", acc)
+        table.add_row(s.id, s.label, f"[{style}]{s.state}[/]", acc)
     out.print(table)
     for s in states:
         if s.state == "failed":
