@@ -262,14 +262,17 @@ def _execute_compress(
     compressed = compress(model, p["method"], **options)
     metrics: dict[str, Any] = {"compress_seconds": time.perf_counter() - started}
     out_model = compressed.model
-    device = torch.device("cpu")
     tune_epochs = int(p["options"].get("fine_tune_epochs", 0))
     if tune_epochs > 0:
         metrics.update(_fine_tune(out_model, data, cfg, tune_epochs))
         compressed.storage_bytes = storage_bytes(out_model)
         if "sparse_bytes" in compressed.info:
             compressed.info["sparse_bytes"] = sparse_bytes(out_model)
-        device = resolve_device(cfg.device)
+    # Pruned models are plain float models: evaluated where they train. Quantized ones run
+    # their low-precision kernels on the CPU.
+    pruned = str(p["role"]).startswith("prune")
+    device = resolve_device(cfg.device) if pruned else torch.device("cpu")
+    out_model.to(device)
     probs = predict(out_model, data.x_test, batch_size=cfg.eval_batch_size, device=device)
     labels = data.y_test.numpy()
     accuracy = float(np.mean(probs.argmax(axis=1) == labels))
