@@ -51,9 +51,21 @@ def distillation_loss(
     >>> float(distillation_loss(s, s, y, alpha=0.0, temperature=3.0))  # same logits: KL = 0
     0.0
     """
+    log_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
+    return _loss(student_logits, log_teacher, labels, alpha=alpha, temperature=temperature)
+
+
+def _loss(
+    student_logits: torch.Tensor,
+    log_teacher: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    alpha: float,
+    temperature: float,
+) -> torch.Tensor:
+    """:func:`distillation_loss` from the teacher's tempered log-probabilities."""
     hard = F.cross_entropy(student_logits, labels)
     log_student = F.log_softmax(student_logits / temperature, dim=1)
-    log_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
     soft = F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True)
     return alpha * hard + (1.0 - alpha) * temperature**2 * soft
 
@@ -73,20 +85,29 @@ def compute_logits(
 
 
 class CachedDistillationLoss:
-    """Distillation loss that looks the teacher's logits up by training-example index."""
+    """Distillation loss that looks the teacher's outputs up by training-example index.
+
+    The teacher's tempered log-probabilities ``log_softmax(t / T)`` are fixed, so they are
+    computed once here (row by row the same arithmetic as per batch); a step only gathers
+    its rows.
+    """
 
     def __init__(self, teacher_logits: torch.Tensor, *, alpha: float, temperature: float) -> None:
         check_distill_options(alpha, temperature)
         self.teacher_logits = teacher_logits
+        self.log_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
         self.alpha = alpha
         self.temperature = temperature
 
     def __call__(
         self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor
     ) -> torch.Tensor:
-        teacher = self.teacher_logits[index]
-        return distillation_loss(
-            logits, teacher, labels, alpha=self.alpha, temperature=self.temperature
+        return _loss(
+            logits,
+            self.log_teacher[index],
+            labels,
+            alpha=self.alpha,
+            temperature=self.temperature,
         )
 
 
