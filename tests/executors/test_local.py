@@ -28,7 +28,8 @@ def test_threads_are_shared_between_workers() -> None:
 
 
 def test_get_executor_validates_its_options() -> None:
-    assert isinstance(get_executor("local"), InProcessExecutor)
+    with get_executor("local") as ex:
+        assert isinstance(ex, InProcessExecutor) and ex.describe() == "local (1 process x 1 thread)"
     with get_executor("local", jobs=2) as ex:
         assert isinstance(ex, ProcessPoolJobExecutor) and ex.capacity == 2
     with pytest.raises(ConfigError, match="--jobs must be >= 1"):

@@ -127,8 +127,8 @@ def run(
         int | None,
         typer.Option(
             "--threads",
-            help="Torch threads per local job (default: all cores, or cores/N with --jobs N); "
-            "1 is fastest for small models on a busy machine.",
+            help="Torch threads per local job (default 1, or cores/N with --jobs N); more "
+            "speed up large models on an idle machine but change the last bits of results.",
         ),
     ] = None,
     executor: Annotated[

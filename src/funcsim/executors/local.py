@@ -24,6 +24,14 @@ from funcsim.study.jobs import Job
 PARENT_POLL_SECONDS = 0.5
 """How often a worker checks that its driver is still alive."""
 
+IN_PROCESS_THREADS = 1
+"""Torch threads of a job run in this process unless ``--threads`` says otherwise.
+
+One, as a Ray task gets: the thread count changes float rounding (the last bit of some
+predictions), so the default executors agree bit for bit; the quick study's small models
+gain nothing from more threads, and on a busy machine OpenMP threads that wait for each
+other made it 10-20x slower (measured: over 580 s instead of 45 s on 2 loaded cores)."""
+
 
 def available_cores() -> int:
     """CPU cores this process may use (its affinity mask where the OS has one)."""
@@ -45,15 +53,14 @@ class InProcessExecutor(Executor):
 
     def __init__(self, *, progress: bool = False, threads: int | None = None) -> None:
         self.progress = progress
-        self.threads = threads
+        self.threads = threads or IN_PROCESS_THREADS
 
     def submit(self, job: Job, run_dir: Path) -> cf.Future[Any]:
         import torch
 
         future: cf.Future[Any] = cf.Future()
         before = torch.get_num_threads()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
+        torch.set_num_threads(self.threads)
         try:
             future.set_result(run_job_safely(job, run_dir, progress=self.progress))
         finally:
@@ -61,10 +68,8 @@ class InProcessExecutor(Executor):
         return future
 
     def describe(self) -> str:
-        import torch
-
-        threads = self.threads or torch.get_num_threads()
-        return f"local (1 process x {threads} thread{'s' if threads > 1 else ''})"
+        plural = "s" if self.threads > 1 else ""
+        return f"local (1 process x {self.threads} thread{plural})"
 
 
 def _watch_parent(parent: int) -> None:
@@ -139,9 +144,8 @@ def local_executor(
 ) -> Executor:
     """``--jobs 1``: in this process; ``--jobs N``: N worker processes.
 
-    ``threads``: torch threads per job (None: torch's default in this process, ``cores //
-    jobs`` in workers). Small models run fastest on one thread each: on a busy machine
-    several OpenMP threads mostly wait for each other.
+    ``threads``: torch threads per job (None: :data:`IN_PROCESS_THREADS` in this process,
+    ``cores // jobs`` in workers).
     """
     from funcsim.errors import ConfigError
 

@@ -313,6 +313,7 @@ def execute(
     else:  # pragma: no cover - Job.kind is a Literal
         raise ValueError(f"unknown job kind {job.kind!r}")
     art.metrics.setdefault("job_seconds", time.perf_counter() - started)
+    art.metrics.setdefault("torch_threads", torch.get_num_threads())
     acc = art.metrics.get("final_test_accuracy")
     if not isinstance(acc, float) or math.isnan(acc):
         raise FuncsimError(f"job {job.id}: produced no final test accuracy")
