@@ -1,6 +1,6 @@
 """Benchmark: FunctionalLandscape (Gram route) vs scikit-learn t-SNE on the raw vectors.
 
-    python bench/bench_landscape.py --quick          # seconds: 40 checkpoints x 500 x 10
+    python bench/bench_landscape.py --quick          # about a minute: 100 x 2,000 x 100
     python bench/bench_landscape.py                  # 400 checkpoints x 10,000 points x 100
     python bench/bench_landscape.py --json OUT       # also write the figures as JSON
 
@@ -47,7 +47,7 @@ import numpy as np
 
 RANDOM_STATE = 42
 SAMPLE_S = 0.02  # anonymous-RSS sampling period
-QUICK = {"checkpoints": 40, "points": 500, "classes": 10, "runs": 4}
+QUICK = {"checkpoints": 100, "points": 2000, "classes": 100, "runs": 4}
 FULL = {"checkpoints": 400, "points": 10_000, "classes": 100, "runs": 16}
 ROUTES = ("gram", "sklearn1", "sklearn")
 

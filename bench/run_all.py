@@ -11,7 +11,7 @@ Each benchmark runs in a fresh process (its imports, threads and memory are its 
 * the parallel local executor and the end-to-end wall time: ``funcsim run quick`` with
   ``--jobs 1`` and ``--jobs 2``, each a fresh process on its own temporary study folder;
 * ``bench/bench_landscape.py``: the Gram route against scikit-learn's t-SNE on the raw
-  vectors (400 x 10,000 x 100; ``--quick``: 40 x 500 x 10);
+  vectors (400 x 10,000 x 100; ``--quick``: 100 x 2,000 x 100);
 * storage: bytes per stored probability (a file written by ``funcsim.store``) and the size of
   a ``cifar100`` study's prediction store, computed from the preset's jobs.
 
@@ -67,11 +67,22 @@ def load_average() -> str:
         return "n/a"
 
 
-def run(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 3600) -> str:
-    """Run ``cmd``, echo its output's tail on failure, return stdout."""
+def checkout_env() -> dict[str, str]:
+    """The environment of every benchmark process: this checkout's ``src`` first on the path
+    (whatever funcsim is installed), and funcsim's OpenMP wait policy (see funcsim/__init__)
+    also for the scripts that import torch before funcsim."""
+    env = dict(os.environ)
+    src = str(HERE.parent / "src")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
+
+
+def run(cmd: list[str], *, timeout: float = 3600) -> str:
+    """Run ``cmd`` (in :func:`checkout_env`), echo its output's tail on failure, return stdout."""
     print("$", " ".join(cmd), flush=True)
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False
+        cmd, capture_output=True, text=True, env=checkout_env(), timeout=timeout, check=False
     )
     if proc.returncode != 0:
         raise RuntimeError(
@@ -302,7 +313,8 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return (
         f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), GPU: {gpu}"
+        f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+        f"{checkout_env()['OMP_WAIT_POLICY']}), GPU: {gpu}"
     )
 
 
@@ -330,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         parts = [p for p in parts if p in args.only.split(",")]
 
+    sys.path.insert(0, str(HERE.parent / "src"))  # this checkout's funcsim, as the children
     started = datetime.datetime.now().astimezone()
     header = [
         f"command: python bench/run_all.py {' '.join(argv if argv is not None else sys.argv[1:])}",
