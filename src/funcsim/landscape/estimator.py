@@ -530,13 +530,16 @@ def _sklearn_signs(
 
 def _largest_loadings(data: _Checkpoints, chunk: int, eigvec: np.ndarray) -> np.ndarray:
     """For each column u of ``eigvec``, the entry of largest magnitude of ``Xc^T u`` (the
-    first one on ties), from one pass over the data centred in float64."""
+    first one on ties), from one pass over the data centred in ``data.dtype`` (float32 data:
+    float32, as scikit-learn's PCA computes on them)."""
     m = eigvec.shape[1]
     best_abs = np.full(m, -1.0)
     best_val = np.zeros(m)
+    vectors = eigvec.T.astype(data.dtype)
     for _, raw in data.blocks(chunk):
-        block = np.subtract(raw, raw.mean(axis=0, dtype=np.float64), dtype=np.float64)
-        load = eigvec.T @ block  # (m, chunk * C)
+        mean = raw.mean(axis=0, dtype=np.float64).astype(data.dtype)
+        block = np.subtract(raw, mean, dtype=data.dtype)
+        load = (vectors @ block).astype(np.float64)  # (m, chunk * C)
         idx = np.argmax(np.abs(load), axis=1)
         val = load[np.arange(m), idx]
         better = np.abs(val) > best_abs  # strict: the first maximum wins, as in np.argmax
