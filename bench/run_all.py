@@ -9,7 +9,9 @@ Each benchmark runs in a fresh process (its imports, threads and memory are its 
 * ``bench/bench_train.py``: training speed against a plain PyTorch loop, fraction of the
   matmul rate, capture share, bf16 (speed and its effect on the function), distillation;
 * the parallel local executor and the end-to-end wall time: ``funcsim run quick`` with
-  ``--jobs 1`` and ``--jobs 2``, each a fresh process on its own temporary study folder;
+  ``--jobs 1`` and ``--jobs 2``, each a fresh process on its own temporary study folder; and
+  (not with ``--quick``) the same grid on 6,000 Fashion-MNIST images, where jobs are long
+  enough for parallel workers to pay, extrapolated to the 25-epoch fashion_mnist_lenet study;
 * ``bench/bench_landscape.py``: the Gram route against scikit-learn's t-SNE on the raw
   vectors (400 x 10,000 x 100; ``--quick``: 100 x 2,000 x 100);
 * storage: bytes per stored probability (a file written by ``funcsim.store``) and the size of
@@ -166,13 +168,16 @@ def bench_train(quick: bool, tmp: Path) -> tuple[list[Row], dict]:
 _SUMMARY = re.compile(r"(\d+) jobs, .* in ([0-9.]+)s on (.+)$", re.MULTILINE)
 
 
-def funcsim_run(jobs: int, tmp: Path) -> dict[str, float | str]:
-    """``funcsim run quick --jobs N`` in a fresh process on a fresh folder; wall seconds."""
-    out = tmp / f"quick-j{jobs}"
+def funcsim_run(
+    jobs: int, tmp: Path, *overrides: str, tag: str = "quick"
+) -> dict[str, float | str]:
+    """``funcsim run quick --jobs N [--set ...]`` in a fresh process on a fresh folder."""
+    out = tmp / f"{tag}-j{jobs}"
     t0 = time.perf_counter()
+    settings = [arg for o in overrides for arg in ("--set", o)]
     stdout = run(
         [sys.executable, "-m", "funcsim", "--quiet", "run", "quick", "-o", str(out)]
-        + ["--jobs", str(jobs)]
+        + ["--jobs", str(jobs), *settings]
     )
     wall = time.perf_counter() - t0
     m = _SUMMARY.search(stdout)
@@ -204,6 +209,44 @@ def bench_study(tmp: Path) -> tuple[list[Row], dict]:
         ),
     ]
     return rows, {"jobs1": one, "jobs2": two}
+
+
+SCALING = {"train": 6000, "test": 1000, "epochs": 8}
+"""The quick study's grid on a Fashion-MNIST subset: jobs long enough for --jobs 2 to pay."""
+
+FULL_STUDY_IMAGES = 6 * 25 * 60_000
+"""Training images of fashion_mnist_lenet: 3 seeds + 3 students x 25 epochs x 60,000."""
+
+
+def bench_scaling(tmp: Path) -> tuple[list[Row], dict]:
+    """--jobs 2 / --jobs 1 where jobs are larger, and the full study extrapolated from it."""
+    settings = (
+        "datasets=[fashion_mnist]",
+        "train.batch_size=64",  # the full study's batch (quick uses 32)
+        f"data.train_limit={SCALING['train']}",
+        f"data.test_limit={SCALING['test']}",
+    )
+    one = funcsim_run(1, tmp, *settings, tag="fmnist")
+    two = funcsim_run(2, tmp, *settings, tag="fmnist")
+    ratio = float(two["wall"]) / float(one["wall"])
+    images = 6 * SCALING["epochs"] * SCALING["train"]
+    estimate = float(two["jobs_phase"]) * FULL_STUDY_IMAGES / images
+    rows = [
+        Row(
+            f"  same grid, Fashion-MNIST {SCALING['train']:,}/{SCALING['test']:,}: --jobs 2 / 1",
+            f"{ratio:.2f} ({float(two['wall']):.0f} s vs {float(one['wall']):.0f} s)",
+            "<= 0.75",
+            _met(ratio <= 0.75),
+        ),
+        Row(
+            "end to end: fashion_mnist_lenet, 25 epochs, --jobs 2 (extrapolated)",
+            f"~{estimate / 60:.0f} min (the row above's jobs phase x "
+            f"{FULL_STUDY_IMAGES / images:.1f}; run it: --full-study)",
+            "<= 25 min",
+            _met(estimate <= 25 * 60),
+        ),
+    ]
+    return rows, {"jobs1": one, "jobs2": two, "extrapolated_full_study_s": estimate}
 
 
 def bench_full_study(tmp: Path) -> tuple[list[Row], dict]:
@@ -335,10 +378,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
     ap.add_argument("--full-study", action="store_true", help="also the 25-epoch study")
-    ap.add_argument("--only", help="comma-separated subset: train,study,landscape,storage")
+    ap.add_argument(
+        "--only", help="comma-separated subset: train,study,scaling,landscape,storage,full_study"
+    )
     ap.add_argument("--json", type=Path, help="write every figure as JSON here")
     args = ap.parse_args(argv)
-    parts = ["train", "study", "landscape", "storage"] + args.full_study * ["full_study"]
+    parts = ["train", "study"] + (not args.quick) * ["scaling"] + ["landscape", "storage"]
+    parts += args.full_study * ["full_study"]
     if args.only:
         parts = [p for p in parts if p in args.only.split(",")]
 
@@ -363,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
                     new, figures[part] = bench_train(args.quick, tmp)
                 elif part == "study":
                     new, figures[part] = bench_study(tmp)
+                elif part == "scaling":
+                    new, figures[part] = bench_scaling(tmp)
                 elif part == "landscape":
                     new, figures[part] = bench_landscape(args.quick, tmp)
                 elif part == "storage":

@@ -9,9 +9,9 @@ __version__ = "0.1.0"
 
 # OpenMP threads that wait at a barrier sleep instead of spinning. With spinning (libgomp's
 # default) a 2-thread torch job on a 2-core machine that anything else also uses ran 4-25x
-# slower than with 1 thread (a descheduled partner stalls every parallel op); sleeping
-# threads cost ~20 % on an idle machine (BENCHMARKS.md). Set before torch is imported (libgomp
-# reads it once); an explicit OMP_WAIT_POLICY=ACTIVE wins.
+# slower than with 1 thread (a descheduled partner stalls every parallel op); on an idle
+# machine sleeping threads cost nothing measurable at LeNet scale (BENCHMARKS.md). Set before
+# torch is imported (libgomp reads it once); an explicit OMP_WAIT_POLICY=ACTIVE wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __all__ = ["__version__", "compare"]
