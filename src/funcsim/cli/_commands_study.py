@@ -151,13 +151,19 @@ def run(
     new jobs beside the old ones. Exits 1 listing the jobs that failed.
     """
     from funcsim.config import load_study_config
-    from funcsim.executors import get_executor
-    from funcsim.study import expand, run_study
 
     settings = list(overrides or [])
     if device is not None:
         settings.append(f"train.device={device}")
     cfg = load_study_config(config, settings)
+    if executor == "local" and jobs > 1:
+        from funcsim._worker_server import start_early
+
+        start_early()  # the workers' server imports torch while this process does
+
+    from funcsim.executors import get_executor
+    from funcsim.study import expand, run_study
+
     if cfg.train.device == "cuda":
         from funcsim.train import resolve_device
 

@@ -1,15 +1,16 @@
-"""Local executors: jobs in this process (``--jobs 1``) or in N spawned worker processes.
+"""Local executors: jobs in this process (``--jobs 1``) or in N worker processes.
 
-Workers are started with the ``spawn`` method (no forked torch state) and each runs torch
-with ``cores // N`` threads, so N parallel jobs share the machine instead of fighting for
-it. A worker whose driver dies (``kill -9``) exits at once rather than finish a job that
-nobody will collect; whatever it had written is incomplete, so it has no ``done`` marker.
+Workers are forked from a server process that imported torch and funcsim once
+(:mod:`funcsim._worker_server`; ``spawn`` where the OS has no ``forkserver``), get the
+driver's environment as it is when the pool starts, and each runs torch with ``cores // N``
+threads, so N parallel jobs share the machine instead of fighting for it. A worker whose
+driver dies (``kill -9``) exits at once rather than finish a job that nobody will collect;
+whatever it had written is incomplete, so it has no ``done`` marker.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import multiprocessing
 import os
 import threading
 import time
@@ -17,12 +18,13 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from funcsim._worker_server import worker_context
 from funcsim.executors._base import Executor
 from funcsim.study.execute import JobOutcome, run_job_safely
 from funcsim.study.jobs import Job
 
 PARENT_POLL_SECONDS = 0.5
-"""How often a worker checks that its driver is still alive."""
+"""How often a worker checks that its driver (the process that made the pool) still lives."""
 
 IN_PROCESS_THREADS = 1
 """Torch threads of a job run in this process unless ``--threads`` says otherwise.
@@ -72,18 +74,46 @@ class InProcessExecutor(Executor):
         return f"local (1 process x {self.threads} thread{plural})"
 
 
-def _watch_parent(parent: int) -> None:
+def _process_identity(pid: int) -> str | None:
+    """Something that changes when ``pid`` ends: its start time (Linux), else its existence.
+
+    None once the process is gone or a zombie; the start time tells a reused pid apart.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc (macOS): only whether the pid exists
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "alive"
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (command)": state is field 3
+    return None if fields[0] == "Z" else fields[19]  # field 22: start time
+
+
+def _watch_driver(driver: int) -> None:
+    # Watch the driver itself, not the parent: a forked worker's parent is the fork server,
+    # which outlives the driver while any worker holds the server's liveness pipe.
+    identity = _process_identity(driver)
     while True:
-        if os.getppid() != parent:
-            os._exit(3)
         time.sleep(PARENT_POLL_SECONDS)
+        if _process_identity(driver) != identity:
+            os._exit(3)
 
 
-def _init_worker(threads: int, parent: int) -> None:
+def _init_worker(threads: int, environment: dict[str, str], driver: int) -> None:
     import torch
 
+    # A forked worker inherits the server's environment, frozen when the server started;
+    # give it the driver's, as a spawned worker would have (e.g. FUNCSIM_FAULT).
+    os.environ.clear()
+    os.environ.update(environment)
     torch.set_num_threads(threads)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    threading.Thread(target=_watch_driver, args=(driver,), daemon=True).start()
 
 
 def _run_in_worker(job: Job, run_dir: str) -> JobOutcome:
@@ -91,7 +121,7 @@ def _run_in_worker(job: Job, run_dir: str) -> JobOutcome:
 
 
 class ProcessPoolJobExecutor(Executor):
-    """Runs up to ``workers`` independent jobs at once in spawned worker processes."""
+    """Runs up to ``workers`` independent jobs at once in worker processes."""
 
     name = "local"
 
@@ -105,9 +135,9 @@ class ProcessPoolJobExecutor(Executor):
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(
             max_workers=self.capacity,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=worker_context(),
             initializer=_init_worker,
-            initargs=(self.threads, os.getpid()),
+            initargs=(self.threads, dict(os.environ), os.getpid()),
         )
 
     def submit(self, job: Job, run_dir: Path) -> cf.Future[Any]:
