@@ -374,6 +374,25 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+PARTS = ("train", "study", "scaling", "landscape", "storage", "full_study")
+"""Every benchmark, in the order they run."""
+
+
+def select_parts(*, quick: bool, full_study: bool, only: str | None) -> list[str]:
+    """The benchmarks to run: all but ``full_study`` (and ``scaling`` with ``quick``) unless
+    ``full_study`` adds it; ``only`` (comma-separated) runs exactly the parts it names."""
+    if only:
+        wanted = only.split(",")
+        unknown = sorted(set(wanted) - set(PARTS))
+        if unknown:
+            raise ValueError(
+                f"--only: unknown {', '.join(unknown)}; choose from {', '.join(PARTS)}"
+            )
+        return [p for p in PARTS if p in wanted]
+    parts = ["train", "study"] + (not quick) * ["scaling"] + ["landscape", "storage"]
+    return parts + full_study * ["full_study"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
@@ -383,10 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", type=Path, help="write every figure as JSON here")
     args = ap.parse_args(argv)
-    parts = ["train", "study"] + (not args.quick) * ["scaling"] + ["landscape", "storage"]
-    parts += args.full_study * ["full_study"]
-    if args.only:
-        parts = [p for p in parts if p in args.only.split(",")]
+    try:
+        parts = select_parts(quick=args.quick, full_study=args.full_study, only=args.only)
+    except ValueError as err:
+        ap.error(str(err))
 
     sys.path.insert(0, str(HERE.parent / "src"))  # this checkout's funcsim, as the children
     started = datetime.datetime.now().astimezone()

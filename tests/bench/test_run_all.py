@@ -46,3 +46,15 @@ def test_study_summary_line_is_parsed(run_all) -> None:
     m = run_all._SUMMARY.search("report: x\n" + line + "\n")
     assert m and float(m.group(2)) == 41.5 and m.group(3).startswith("local (2")
     assert np.isfinite(float(m.group(2)))
+
+
+def test_only_runs_exactly_the_named_parts(run_all) -> None:
+    assert run_all.select_parts(quick=False, full_study=False, only="full_study") == ["full_study"]
+    assert run_all.select_parts(quick=True, full_study=False, only="scaling,study") == [
+        "study",
+        "scaling",
+    ]
+    assert "full_study" not in run_all.select_parts(quick=False, full_study=False, only=None)
+    assert "scaling" not in run_all.select_parts(quick=True, full_study=True, only=None)
+    with pytest.raises(ValueError, match="unknown fast; choose from train, study"):
+        run_all.select_parts(quick=False, full_study=False, only="study,fast")
