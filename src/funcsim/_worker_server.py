@@ -8,7 +8,10 @@ starts in milliseconds. Forking is safe there: the server only imports, it never
 torch operation, so no OpenMP pool or lock exists to be copied half-held.
 
 This module imports nothing heavy, so the CLI can start the server *before* it imports torch
-itself and the two imports overlap on two cores (:func:`start_early`).
+itself and the two imports overlap on two cores (:func:`start_early`). Measured
+(BENCHMARKS.md): the process tree of ``funcsim run --jobs 2`` needs half the memory (the
+workers share the server's pages); wall time is unchanged, because the server imports on one
+core what spawned workers imported side by side.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +71,31 @@ def test_two_worker_processes_match_the_in_process_run(tmp_path: Path) -> None:
         b = store.load_run(store.job_dir(tmp_path / "parallel", job.id))
         np.testing.assert_array_equal(a.predictions(), b.predictions())
         assert a.config == b.config
+
+
+@pytest.mark.parametrize("use_proc", [True, False])
+def test_process_identity_ends_with_the_process(
+    use_proc: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from funcsim.executors import local
+
+    if use_proc and not local._HAS_PROC:
+        pytest.skip("no /proc here")
+    monkeypatch.setattr(local, "_HAS_PROC", use_proc)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        alive = local._process_identity(child.pid)
+        assert alive is not None and alive == local._process_identity(child.pid)
+        child.kill()
+        child.wait()  # reaped: the pid is gone
+        assert local._process_identity(child.pid) is None
+    finally:
+        child.kill()
+    if use_proc:  # a zombie (exited, not yet reaped) counts as ended too
+        zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+        deadline = 100
+        while "\nState:\tZ" not in Path(f"/proc/{zombie.pid}/status").read_text() and deadline:
+            time.sleep(0.05)
+            deadline -= 1
+        assert local._process_identity(zombie.pid) is None
+        zombie.wait()

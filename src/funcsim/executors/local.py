@@ -74,16 +74,15 @@ class InProcessExecutor(Executor):
         return f"local (1 process x {self.threads} thread{plural})"
 
 
+_HAS_PROC = Path("/proc/self/stat").exists()
+
+
 def _process_identity(pid: int) -> str | None:
     """Something that changes when ``pid`` ends: its start time (Linux), else its existence.
 
     None once the process is gone or a zombie; the start time tells a reused pid apart.
     """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    except OSError:  # no /proc (macOS): only whether the pid exists
+    if not _HAS_PROC:  # e.g. macOS: only whether the pid exists
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -91,6 +90,10 @@ def _process_identity(pid: int) -> str | None:
         except PermissionError:
             pass
         return "alive"
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
     fields = stat.rsplit(")", 1)[1].split()  # after "pid (command)": state is field 3
     return None if fields[0] == "Z" else fields[19]  # field 22: start time
 
