@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
-import sys
 
 PRELOAD = (
     "funcsim",  # first: sets OMP_WAIT_POLICY before torch loads libgomp
@@ -50,7 +49,7 @@ def worker_context() -> multiprocessing.context.BaseContext:
 def start_early() -> None:
     """Start the server now (it returns at once; the server imports in the background)."""
     worker_context()
-    if start_method() == "forkserver" and sys.platform != "win32":
+    if start_method() == "forkserver":
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
