@@ -389,8 +389,8 @@ def select_parts(*, quick: bool, full_study: bool, only: str | None) -> list[str
                 f"--only: unknown {', '.join(unknown)}; choose from {', '.join(PARTS)}"
             )
         return [p for p in PARTS if p in wanted]
-    parts = ["train", "study"] + (not quick) * ["scaling"] + ["landscape", "storage"]
-    return parts + full_study * ["full_study"]
+    skipped = {name for name, skip in (("scaling", quick), ("full_study", not full_study)) if skip}
+    return [p for p in PARTS if p not in skipped]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,7 +75,7 @@ def main() -> None:
             )
             for label, kinds in RESTORE.items():
                 state = {
-                    k: (original[k] if k.endswith(kinds) and kinds else v).clone()
+                    k: (original[k] if k.endswith(kinds) else v).clone()  # endswith(()) is False
                     for k, v in pruned_state.items()
                 }
                 pruned.load_state_dict(state)

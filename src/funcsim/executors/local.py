@@ -23,7 +23,7 @@ from funcsim.executors._base import Executor
 from funcsim.study.execute import JobOutcome, run_job_safely
 from funcsim.study.jobs import Job
 
-PARENT_POLL_SECONDS = 0.5
+DRIVER_POLL_SECONDS = 0.5
 """How often a worker checks that its driver (the process that made the pool) still lives."""
 
 IN_PROCESS_THREADS = 1
@@ -103,7 +103,7 @@ def _watch_driver(driver: int) -> None:
     # which outlives the driver while any worker holds the server's liveness pipe.
     identity = _process_identity(driver)
     while True:
-        time.sleep(PARENT_POLL_SECONDS)
+        time.sleep(DRIVER_POLL_SECONDS)
         if _process_identity(driver) != identity:
             os._exit(3)
 
