@@ -1,5 +1,3 @@
-import sys
+from funcsim.cli import entry
 
-from funcsim.cli import main
-
-sys.exit(main())
+entry()

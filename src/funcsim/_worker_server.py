@@ -1,8 +1,8 @@
 """The process that starts ``--jobs N`` workers: it imports torch and funcsim once, then forks.
 
-A spawned worker pays its own imports before its first epoch: about 6 s of CPU here (torch
-3 s, ``torch._dynamo`` 1.5-3 s, which the first ``torch.optim`` step imports, scikit-learn
-1.5 s for the digits), as much as a whole small study's training. With the ``forkserver``
+A spawned worker pays its own imports before its first epoch: about 4.5 s of CPU here (torch
+1.5-3 s, ``torch._dynamo`` 1.3-3 s, which the first ``torch.optim`` optimizer imports), as much
+as a whole small study's training. With the ``forkserver``
 start method a single server process pays them once and every worker is a fork of it that
 starts in milliseconds. Forking is safe there: the server only imports, it never runs a
 torch operation, so no OpenMP pool or lock exists to be copied half-held.
@@ -26,8 +26,6 @@ PRELOAD = (
     "torch.optim",
     "funcsim.study.execute",
     "funcsim.compress",
-    "sklearn.datasets",  # the default dataset (digits); ImportError is ignored
-    "sklearn.model_selection",
 )
 """Modules the server imports before it forks the first worker."""
 

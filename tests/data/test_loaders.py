@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from urllib.error import URLError
@@ -305,6 +307,42 @@ def test_digits_deterministic() -> None:
     a, b = load_dataset("digits"), load_dataset("digits")
     for t in ("x_train", "y_train", "x_test", "y_test"):
         assert torch.equal(getattr(a, t), getattr(b, t))
+
+
+def test_digits_equal_scikit_learns_load_digits_and_split() -> None:
+    """funcsim reads the digits file and the shipped split itself: same data as sklearn's."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        bunch.images, bunch.target, test_size=0.25, stratify=bunch.target, random_state=0
+    )
+    ds = load_dataset("digits")
+    assert np.array_equal(ds.x_train.numpy()[:, 0] * 16, x_train.astype(np.float32))
+    assert np.array_equal(ds.x_test.numpy()[:, 0] * 16, x_test.astype(np.float32))
+    assert np.array_equal(ds.y_train.numpy(), y_train)
+    assert np.array_equal(ds.y_test.numpy(), y_test)
+    assert ds.classes == tuple(str(c) for c in bunch.target_names)
+
+
+def test_loading_digits_does_not_import_scikit_learn() -> None:
+    code = (
+        "import sys; from funcsim.data import load_dataset; load_dataset('digits'); "
+        "print('sklearn' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_digits_split_falls_back_to_scikit_learn_for_other_data() -> None:
+    from funcsim.data.digits import _split
+
+    images = np.arange(40, dtype=np.float32).reshape(40, 1, 1, 1)
+    labels = np.arange(40) % 2
+    x_train, y_train, x_test, y_test = _split(images, labels)
+    assert len(y_train) == 30 and len(y_test) == 10 and np.bincount(y_test).tolist() == [5, 5]
+    assert sorted(np.concatenate([x_train, x_test]).ravel().tolist()) == list(range(40))
 
 
 def test_synthetic_deterministic_and_seeded() -> None:

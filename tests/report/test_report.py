@@ -8,6 +8,8 @@ import io
 import json
 import re
 import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -391,3 +393,18 @@ def test_a_study_without_finished_models(tmp_path: Path) -> None:
     assert "RuntimeError: out of memory" in md and "13 job folder(s) unfinished" in md
     assert (out / "accuracy_deviation.csv").read_text().startswith("dataset,architecture")
     assert not (out / "figures").exists()
+
+
+def test_preload_imports_what_building_a_report_imports(study_dir: Path, tmp_path: Path) -> None:
+    """After ``preload`` (run by ``funcsim run --jobs N`` while workers start) the report
+    imports nothing that costs time: no module of torch, scikit-learn, matplotlib or scipy."""
+    code = (
+        "import sys; from funcsim.report import build_report, preload; preload(); "
+        "before = set(sys.modules); build_report(sys.argv[1]); "
+        "print(sorted(m for m in set(sys.modules) - before "
+        "if m.split('.')[0] in ('torch', 'sklearn', 'matplotlib', 'scipy')))"
+    )
+    copy = shutil.copytree(study_dir, tmp_path / "study")
+    result = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

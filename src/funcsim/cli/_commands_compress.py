@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 import typer
 
-from funcsim import store
 from funcsim.cli._app import app, out, state
 from funcsim.errors import ConfigError, StoreError
 
@@ -31,8 +30,11 @@ OutOption = Annotated[
 ]
 
 
-def _base_params(run: store.RunRecord) -> dict[str, Any]:
+def _base_params(run_dir: Path) -> dict[str, Any]:
     """dataset / arch / seed / data / train of a ``funcsim train`` or study train run."""
+    from funcsim import store  # imports torch: not at CLI start-up
+
+    run = store.load_run(run_dir)
     cfg = run.config
     try:
         train = dict(cfg["train"])
@@ -60,6 +62,7 @@ def _base_params(run: store.RunRecord) -> dict[str, Any]:
 def _run(
     kind: str, run_dir: Path, params: dict[str, Any], target: Path, label: str
 ) -> dict[str, Any]:
+    from funcsim import store
     from funcsim.study.execute import (
         INPUT_FILES,
         TEACHER,
@@ -140,7 +143,7 @@ def compress_cmd(
     from funcsim.protocol import get_protocol
     from funcsim.study.jobs import QUANTIZE_METHODS
 
-    params = _base_params(store.load_run(run_dir))
+    params = _base_params(run_dir)
     proto = get_protocol(protocol or params["protocol"])
     if method == "quantize":
         if bits not in (16, 8, 4):
@@ -229,7 +232,7 @@ def distill_cmd(
     from funcsim.protocol import get_protocol
 
     check_distill_options(alpha, temperature)
-    params = _base_params(store.load_run(teacher_run_dir))
+    params = _base_params(teacher_run_dir)
     proto = get_protocol(protocol or params["protocol"])
     student_arch = params["arch"] if student == "same" else student
     MODELS.get(student_arch)

@@ -160,6 +160,10 @@ def run(
         from funcsim._worker_server import start_early
 
         start_early()  # the workers' server imports torch while this process does
+        if report:
+            from funcsim.report import preload
+
+            preload()  # meanwhile, on the other core: the report's imports, torch included
 
     from funcsim.executors import get_executor
     from funcsim.study import expand, run_study
