@@ -2,16 +2,17 @@
 
 A spawned worker pays its own imports before its first epoch: about 4.5 s of CPU here (torch
 1.5-3 s, ``torch._dynamo`` 1.3-3 s, which the first ``torch.optim`` optimizer imports), as much
-as a whole small study's training. With the ``forkserver``
-start method a single server process pays them once and every worker is a fork of it that
-starts in milliseconds. Forking is safe there: the server only imports, it never runs a
-torch operation, so no OpenMP pool or lock exists to be copied half-held.
+as a whole small study's training. With the ``forkserver`` start method a single server
+process pays them once and every worker is a fork of it that starts in milliseconds. Forking
+is safe there: the server only imports, it never runs a torch operation, so no OpenMP pool or
+lock exists to be copied half-held.
 
-This module imports nothing heavy, so the CLI can start the server *before* it imports torch
-itself and the two imports overlap on two cores (:func:`start_early`). Measured
-(BENCHMARKS.md): the process tree of ``funcsim run --jobs 2`` needs half the memory (the
-workers share the server's pages); wall time is unchanged, because the server imports on one
-core what spawned workers imported side by side.
+This module imports nothing heavy, and neither does importing :mod:`funcsim.cli`, so the CLI
+starts the server before anything imports torch (:func:`start_early`); while the server
+imports, the driver imports what its report will need on the other core
+(:func:`funcsim.report.preload`). Measured (BENCHMARKS.md): the process tree of ``funcsim run
+--jobs 2`` needs half the memory (the workers share the server's pages), and the quick study
+runs in 0.67-0.69 of its ``--jobs 1`` time (0.94-0.97 when the CLI imported torch first).
 """
 
 from __future__ import annotations
