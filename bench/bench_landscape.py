@@ -3,6 +3,7 @@
     python bench/bench_landscape.py --quick          # about a minute: 100 x 2,000 x 100
     python bench/bench_landscape.py                  # 400 checkpoints x 10,000 points x 100
     python bench/bench_landscape.py --json OUT       # also write the figures as JSON
+    python bench/bench_landscape.py --tracemalloc    # also Python-tracked peaks (extra runs)
 
 Synthetic softmax outputs shaped like a study (``--runs`` training trajectories of
 ``K / runs`` checkpoints each, moving from near-uniform outputs at epoch 0 to a run-specific
@@ -20,13 +21,16 @@ memory are its own:
 
 Reported per route, timed after its imports: wall and CPU time of loading + fitting, peak
 RSS (``VmHWM``: also counts the interpreter, its imports and any memory-mapped file pages the
-route touched), peak anonymous RSS (sampled every 20 ms from ``/proc/self/status``: what the
-route allocated, plus the interpreter) and the peak of Python-tracked
-allocations (``tracemalloc``, NumPy included). The baseline is killed after ``--cap``
-seconds (default 600) and then reported as a lower bound (``>``). The two embeddings are
-compared by Procrustes disparity (0 = identical up to rotation, scale and reflection; t-SNE on
-float32 vs float64 distances may legitimately land in another local optimum) and each by its
-trustworthiness (scikit-learn, 5 neighbours, on the exact distances; 1 = neighbourhoods kept).
+route touched) and peak anonymous RSS (sampled every 20 ms from ``/proc/self/status``: what
+the route allocated, plus the interpreter). With ``--tracemalloc`` each route runs a second
+time to report the peak of Python-tracked allocations (NumPy included) as well; that run is
+not timed, because tracing slows the Gram route by about 40 % (its t-SNE and chunk loop
+allocate many small arrays) and scikit-learn's route not at all. The baseline is killed
+after ``--cap`` seconds (default 600) and then reported as a lower bound (``>``). The two
+embeddings are compared by Procrustes disparity (0 = identical up to rotation, scale and
+reflection; t-SNE on float32 vs float64 distances may legitimately land in another local
+optimum) and each by its trustworthiness (scikit-learn, 5 neighbours, on the exact distances;
+1 = neighbourhoods kept).
 """
 
 from __future__ import annotations
@@ -110,8 +114,9 @@ def _status_bytes(field: str) -> int:
     return 0
 
 
-def worker(route: str, data: Path, perplexity: float, out: Path) -> None:
-    """Run one route, save its embedding to ``out`` and print a JSON line of measurements."""
+def worker(route: str, data: Path, perplexity: float, out: Path, trace: bool = False) -> None:
+    """Run one route, save its embedding to ``out`` and print a JSON line of measurements
+    (with ``trace``, also the peak of Python-tracked allocations; tracing slows the route)."""
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
@@ -119,7 +124,8 @@ def worker(route: str, data: Path, perplexity: float, out: Path) -> None:
 
     sampler = _AnonSampler()  # imports done: measure the route only
     sampler.start()
-    tracemalloc.start()
+    if trace:
+        tracemalloc.start()
     t0, c0 = time.perf_counter(), time.process_time()
     mm = np.load(data, mmap_mode="r")
     if route == "gram":
@@ -133,7 +139,7 @@ def worker(route: str, data: Path, perplexity: float, out: Path) -> None:
         with threadpool_limits(limits=1 if route == "sklearn1" else None, user_api="openmp"):
             embedding = tsne.fit_transform(raw)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    _, py_peak = tracemalloc.get_traced_memory()
+    _, py_peak = tracemalloc.get_traced_memory() if trace else (0, None)
     anon_peak = sampler.stop()
     np.save(out, embedding)
     print(
@@ -151,9 +157,19 @@ def worker(route: str, data: Path, perplexity: float, out: Path) -> None:
     )
 
 
-def run_route(route: str, data: Path, perplexity: float, out: Path, cap: float) -> dict:
+def run_route(
+    route: str, data: Path, perplexity: float, out: Path, cap: float, trace: bool = False
+) -> dict:
+    """One route in a fresh process, timed; with ``trace``, once more for tracemalloc's peak."""
     cmd = [sys.executable, __file__, "--worker", route, "--data", str(data)]
     cmd += ["--perplexity", str(perplexity), "--out", str(out)]
+    result = _run_worker(route, cmd, cap)
+    if trace and not result["capped"]:
+        result["py_peak_bytes"] = _run_worker(route, cmd + ["--trace"], cap).get("py_peak_bytes")
+    return result
+
+
+def _run_worker(route: str, cmd: list[str], cap: float) -> dict:
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=cap, check=False)
@@ -186,7 +202,7 @@ def report(results: list[dict], k: int, n: int, c: int, raw_bytes: int) -> None:
         print(
             f"{r['route']:<10}{r['wall_s']:>10.1f}{r['load_s']:>9.1f}{r['cpu_s']:>9.1f}"
             f"{_mib(r['peak_rss_bytes']):>15}{_mib(r['peak_anon_bytes']):>15}"
-            f"{_mib(r['py_peak_bytes']):>17}"
+            f"{_mib(r['py_peak_bytes']) if r.get('py_peak_bytes') else '-':>17}"
         )
     by = {r["route"]: r for r in results}
     g = by.get("gram")
@@ -219,13 +235,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--perplexity", type=float, help="default: default_perplexity(K)")
     ap.add_argument("--workdir", type=Path, help="where the .npy goes (default: a temp dir)")
     ap.add_argument("--json", type=Path, help="write the measurements as JSON here")
+    ap.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="also report each route's peak of Python-tracked allocations (a second, untimed run)",
+    )
+    ap.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", choices=ROUTES, help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.worker:
-        worker(args.worker, args.data, args.perplexity, args.out)
+        worker(args.worker, args.data, args.perplexity, args.out, trace=args.trace)
         return
 
     from scipy.spatial import procrustes
@@ -255,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
         results = []
         for route in routes:
             print(f"running {route} ...", flush=True)
-            results.append(run_route(route, data, perplexity, Path(tmp) / f"{route}.npy", args.cap))
+            out = Path(tmp) / f"{route}.npy"
+            results.append(run_route(route, data, perplexity, out, args.cap, args.tracemalloc))
         report(results, k, n, c, k * n * c * 4)
         summary: dict = {"checkpoints": k, "points": n, "classes": c, "routes": results}
         if args.json:
