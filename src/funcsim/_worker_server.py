@@ -39,7 +39,7 @@ def start_method() -> str:
 def worker_context() -> multiprocessing.context.BaseContext:
     """The multiprocessing context of local workers, its server told what to preload."""
     context = multiprocessing.get_context(start_method())
-    if start_method() == "forkserver":
+    if context.get_start_method() == "forkserver":
         # Applies when the server starts (once per driver process); later calls are no-ops.
         context.set_forkserver_preload(list(PRELOAD))
     return context
@@ -47,8 +47,7 @@ def worker_context() -> multiprocessing.context.BaseContext:
 
 def start_early() -> None:
     """Start the server now (it returns at once; the server imports in the background)."""
-    worker_context()
-    if start_method() == "forkserver":
+    if worker_context().get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
         forkserver.ensure_running()

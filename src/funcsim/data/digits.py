@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -22,8 +23,8 @@ SPLIT_FILE = "digits_split.npy"
 test_size=0.25, stratify=target, random_state=0)`` returns them; shipped so that loading the
 digits does not import scikit-learn (about 1 s), and checked against it by the tests."""
 N_DIGITS = 1797
-N_TEST = 450
-"""``ceil(0.25 * 1797)``, as ``train_test_split`` rounds the test size."""
+N_TEST = math.ceil(TEST_FRACTION * N_DIGITS)
+"""450: ``train_test_split`` rounds the test size up."""
 
 
 @register_dataset("digits")
