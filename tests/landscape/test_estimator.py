@@ -139,26 +139,41 @@ def test_float32_distances_within_5e6_relative_near_duplicates_included() -> Non
     # the exact copy: float32 products alone put it ~1e-4 of the largest distance away
     assert fl.distances_[0, -1] < 1e-8 * exact.max()
     # without the float64 refinement of close pairs the near-duplicates would be far off
-    gram, _ = estimator._centred_gram(estimator._Checkpoints(sets), 37)
+    gram = estimator._centred_gram(estimator._Checkpoints(sets), 37)
     crude = estimator._distances_from_gram(gram)
     assert (np.abs(crude - exact)[off] / exact[off]).max() > 1e-3
 
 
-def test_pca_signs_certificate_and_fallback_agree_with_sklearn(monkeypatch) -> None:
-    sets = make_sets(20, 60, 5, seed=7).astype(np.float32)
+def test_pca_signs_follow_sklearn_loadings_then_scores() -> None:
+    sets = make_sets(20, 60, 5, seed=2).astype(np.float32)
     raw = sets.astype(np.float64).reshape(len(sets), -1)
-    ref = PCA(n_components=3, svd_solver="full").fit_transform(raw)
-    full = FunctionalLandscape("pca", pca_components=3).fit(sets)
-    np.testing.assert_allclose(full.pca_coordinates_, ref, atol=1e-5)
-    calls = []
-    original = estimator._largest_loadings
-    monkeypatch.setattr(estimator, "_largest_loadings", lambda *a: calls.append(1) or original(*a))
-    for size in (1, 2, 7, 300):  # few candidates: the certificate fails, the pass decides
-        monkeypatch.setattr(estimator, "SIGN_CANDIDATES", size)
-        fl = FunctionalLandscape("pca", pca_components=3, n_components=2).fit(sets)
-        np.testing.assert_allclose(fl.pca_coordinates_[:, :2], ref[:, :2], atol=1e-5)
-    assert calls  # the fallback pass ran at least once
+    pca = PCA(n_components=5, svd_solver="full").fit(raw)
+    ref = pca.transform(raw)
+    for n_components in (1, 2, 3):
+        fl = FunctionalLandscape("pca", pca_components=5, n_components=n_components).fit(sets)
+        ours = fl.pca_coordinates_
+        # the first n_components: scikit-learn's signs (largest loading positive) ...
+        np.testing.assert_allclose(ours[:, :n_components], ref[:, :n_components], atol=5e-5)
+        # ... the rest: equal up to sign, the largest score of each positive
+        later = ours[:, n_components:]
+        np.testing.assert_allclose(np.abs(later), np.abs(ref[:, n_components:]), atol=1e-4)
+        largest = later[np.argmax(np.abs(later), axis=0), np.arange(later.shape[1])]
+        assert np.all(largest > 0)
+    # the data's loadings decide, not the scores: on this data the largest score of each of
+    # the first two components is negative, so the scores' rule would flip both
+    scores_rule = np.sign(ref[np.argmax(np.abs(ref), axis=0), np.arange(5)])
+    assert np.all(scores_rule[:2] < 0), "test data no longer tells the two conventions apart"
     assert FunctionalLandscape("pca").fit(sets).pca_coordinates_.shape[1] == 19
+
+
+def test_pca_signs_ignore_a_common_offset_of_the_data() -> None:
+    # the sign pass multiplies raw columns and removes the mean's share: adding a constant to
+    # every checkpoint (which moves no distance and no centred loading) changes no sign
+    sets = make_sets(16, 40, 5, seed=11)
+    shifted = sets + 10.0
+    a = FunctionalLandscape("pca", n_components=3, pca_components=3).fit(sets)
+    b = FunctionalLandscape("pca", n_components=3, pca_components=3).fit(shifted)
+    np.testing.assert_allclose(b.pca_coordinates_, a.pca_coordinates_, atol=1e-8)
 
 
 def test_float32_overflowing_squares_fall_back_to_float64() -> None:

@@ -5,15 +5,16 @@ array, into one vector of ``N * C`` numbers and embed all vectors with scikit-le
 :class:`FunctionalLandscape` computes the same embedding without ever holding the
 ``(K, N * C)`` matrix of ``K`` checkpoints:
 
-1. **Gram pass** (one pass over the data). Over chunks of test points, centre each chunk's
-   columns across the ``K`` checkpoints and accumulate ``G += X_chunk @ X_chunk.T`` (BLAS
-   ``syrk``: one triangle, half a matrix product) into a float64 ``G``. Centring per column is
-   exact, so ``G`` is the double-centred Gram matrix ``J X X^T J`` (``J = I - 11^T / K``) of the
-   raw vectors; memory is ``O(K^2 + K * chunk)``. Float64 inputs are multiplied in float64;
-   float32/float16 inputs (stored predictions are float32) in float32, twice as fast, each
-   chunk's product added to the float64 sum (:data:`CHUNK_BYTES` keeps chunks short, so the
-   float32 sums are short too). The same pass keeps the :data:`SIGN_CANDIDATES` columns of
-   largest centred norm (for step 3) and checks the data are finite.
+1. **Gram pass** (one pass over the data). Over chunks of test points, shift each chunk's
+   columns by their mean across the ``K`` checkpoints and accumulate ``G += X_chunk @
+   X_chunk.T`` (BLAS ``syrk``: one triangle, half a matrix product) into a float64 ``G``; a
+   final double centring ``J G J`` (``J = I - 11^T / K``, float64, ``K x K``) makes ``G`` the
+   centred Gram matrix ``J X X^T J`` of the raw vectors exactly, whatever the rounding of the
+   means (they only keep the products' entries small). Memory is ``O(K^2 + K * chunk)``.
+   Float64 inputs are multiplied in float64; float32/float16 inputs (stored predictions are
+   float32) in float32, twice as fast, each chunk's product added to the float64 sum
+   (:data:`CHUNK_BYTES` keeps chunks short, so the float32 sums are short too). The same pass
+   checks the data are finite.
 2. **Distances.** ``d_ij^2 = G_ii + G_jj - 2 G_ij``: the Euclidean distances between the raw
    flattened vectors (centring does not move them), i.e. exactly what t-SNE on the raw vectors
    computes. With float32 products the error of ``G`` is a few 1e-8 of its largest entry, so a
@@ -24,15 +25,13 @@ array, into one vector of ``N * C`` numbers and embed all vectors with scikit-le
    its own float64 Gram matrix, centred on the group, from a second read of only its rows.
 3. **Exact PCA.** ``G = U diag(lambda) U^T``; the PCA coordinates of the raw vectors are
    ``U sqrt(lambda)`` (there are at most ``K - 1`` nonzero ``lambda``). scikit-learn's PCA
-   fixes each component's sign so that its loading of largest magnitude is positive
-   (``svd_flip``); the loadings are ``Xc^T u_j``, and since ``|Xc[:, l]^T u_j| <= ||Xc[:, l]||``
-   the largest one lies among the candidate columns kept in step 1 as soon as it exceeds the
-   largest norm left out. That certificate decides the signs of the first ``n_components``
-   components (the t-SNE initialisation) from the candidates, and a second pass over the
-   data (only for those components) settles any it cannot; later components take the
-   candidates' choice, which is scikit-learn's whenever the certificate holds. So the first
-   coordinates equal ``PCA().fit_transform`` of the raw vectors, sign included, up to
-   round-off.
+   (1.5 and later) fixes each component's sign so that its loading of largest magnitude is
+   positive (``svd_flip``); the loadings are ``Xc^T u_j``, one per column of the data, so a
+   second pass over the data, one small matrix product per chunk, settles the signs of the
+   first ``n_components`` components (the t-SNE initialisation). So those coordinates equal
+   ``PCA().fit_transform`` of the raw vectors, sign included, up to round-off. Later
+   components make their largest score positive (scikit-learn's convention for this shape
+   before 1.5), which needs no pass.
 4. **t-SNE** (``method="tsne"``) runs :class:`sklearn.manifold.TSNE` on the exact distance
    matrix (``metric="precomputed"``) with the initialisation scikit-learn's default
    ``init="pca"`` would give the raw vectors: the first PCA coordinates, scaled so the first
@@ -65,9 +64,6 @@ from funcsim.errors import ConfigError, DataError
 CHUNK_BYTES = 16 * 2**20
 """Target size of one chunk ``(K, points * C)`` in the Gram pass, in its compute dtype (16 MiB:
 the float32 products then sum over at most ``16 MiB / 4 / K`` columns, 10,485 at K = 400)."""
-
-SIGN_CANDIDATES = 4096
-"""Columns of largest centred norm kept for the PCA sign convention (``K * 4096 * 8`` bytes)."""
 
 REFINE_RATIO = 0.01
 """With float32 products, pairs with ``d^2 < REFINE_RATIO * (G_ii + G_jj)`` are recomputed in
@@ -165,54 +161,6 @@ class _Checkpoints:
             a = column // self.c
             b = a + block.shape[1] // self.c - 1
             raise DataError(f"prediction_sets[{bad}]: NaN or infinite values among points {a}..{b}")
-
-
-class _Candidates:
-    """The ``size`` columns of largest centred norm seen so far, in float64, and the largest
-    norm among the columns left out (for the PCA sign certificate)."""
-
-    def __init__(self, k: int, size: int) -> None:
-        self.size = size
-        self.index = np.zeros(0, dtype=np.int64)
-        self.norm = np.zeros(0)
-        self.columns = np.zeros((k, 0))
-        self.excluded = 0.0
-
-    def update(self, column: int, raw: np.ndarray, mean: np.ndarray, centred: np.ndarray) -> None:
-        """Offer the columns of one chunk (``column``: global index of its first column)."""
-        norm = np.sqrt(np.einsum("kl,kl->l", centred, centred).astype(np.float64))
-        # once full, only columns above the smallest kept norm can enter
-        floor = self.norm.min() if len(self.norm) == self.size else -1.0
-        above = np.flatnonzero(norm > floor)
-        take = above[_top(norm[above], self.size)]
-        rest = np.ones(len(norm), dtype=bool)
-        rest[take] = False
-        if rest.any():
-            self.excluded = max(self.excluded, float(norm[rest].max()))
-        if len(take) == 0:
-            return
-        exact = raw[:, take].astype(np.float64) - mean[take]  # as the float64 route centres
-        index = np.concatenate([self.index, take + column])
-        norms = np.concatenate([self.norm, norm[take]])
-        columns = np.concatenate([self.columns, exact], axis=1)
-        keep = _top(norms, self.size)
-        if len(keep) < len(norms):
-            dropped = np.ones(len(norms), dtype=bool)
-            dropped[keep] = False
-            self.excluded = max(self.excluded, float(norms[dropped].max()))
-        self.index, self.norm, self.columns = index[keep], norms[keep], columns[:, keep]
-
-    def sorted(self) -> tuple[np.ndarray, np.ndarray]:
-        """Global indices (ascending) and the matching (K, size) centred columns."""
-        order = np.argsort(self.index, kind="stable")
-        return self.index[order], self.columns[:, order]
-
-
-def _top(values: np.ndarray, size: int) -> np.ndarray:
-    """Indices of the ``size`` largest ``values`` (all of them when there are fewer)."""
-    if len(values) <= size:
-        return np.arange(len(values))
-    return np.argpartition(values, len(values) - size)[len(values) - size :]
 
 
 class FunctionalLandscape:
@@ -327,12 +275,12 @@ class FunctionalLandscape:
             perplexity = self._resolve_perplexity(k)
         chunk = self._points_per_chunk(data)
 
-        gram, candidates = _centred_gram(data, chunk)
+        gram = _centred_gram(data, chunk)
         distances = _distances_from_gram(gram)
         if data.dtype != np.float64:
             distances = _refine_close_pairs(data, chunk, gram, distances)
         eigval, eigvec = _top_eigenpairs(gram, min(int(self.pca_components), k - 1))
-        signs = _sklearn_signs(data, chunk, eigvec, candidates, int(self.n_components))
+        signs = _sklearn_signs(data, chunk, eigvec, int(self.n_components))
         eigvec = eigvec * signs
         scores = eigvec * np.sqrt(eigval)
         total = float(np.trace(gram))
@@ -414,23 +362,54 @@ class FunctionalLandscape:
         return np.asarray(embedding)
 
 
-def _centred_gram(data: _Checkpoints, chunk: int) -> tuple[np.ndarray, _Candidates]:
-    """``J X X^T J`` accumulated in float64 over column blocks of X (each block centred across
-    rows, multiplied in ``data.dtype``), and the sign candidates met on the way."""
+def _centred_gram(data: _Checkpoints, chunk: int) -> np.ndarray:
+    """``J X X^T J`` accumulated in float64 over column blocks of X.
+
+    Each block is shifted by its columns' mean across rows (float32 BLAS ``gemv`` for float32
+    data: only a shift, so it need not be exact) and multiplied in ``data.dtype``; the shift
+    keeps the entries, and so the products' rounding, small. Any per-column shift leaves
+    distances unchanged, and the final double centring ``J G J`` (float64, ``K x K``) removes
+    what an inexact mean left of it, so the result is the centred Gram matrix.
+    """
     gram = np.zeros((data.k, data.k), dtype=np.float64)
-    candidates = _Candidates(data.k, SIGN_CANDIDATES)
+    buffer: np.ndarray | None = None  # reused: a fresh 16 MiB block per chunk page-faults
     for column, raw in data.blocks(chunk):
-        mean = raw.mean(axis=0, dtype=np.float64)
-        block = np.subtract(raw, mean.astype(data.dtype), dtype=data.dtype)
+        if buffer is None or buffer.shape != raw.shape:
+            buffer = np.empty(raw.shape, dtype=data.dtype)
+        block = _centre(raw, data.dtype, out=buffer)
         product = _syrk(block)
         if not np.isfinite(np.diagonal(product)).all():
             data.check_finite(raw, column)  # NaN/inf in the data: raises
-            block = np.subtract(raw, mean, dtype=np.float64)  # float32 squares overflowed
+            block = np.subtract(raw, raw.mean(axis=0, dtype=np.float64))  # float32 overflowed
             product = _syrk(block)
         gram += product
-        candidates.update(column, raw, mean, block)
     upper = np.triu(gram)
-    return upper + np.triu(upper, 1).T, candidates
+    return _double_centre(upper + np.triu(upper, 1).T)
+
+
+def _centre(raw: np.ndarray, dtype: np.dtype, out: np.ndarray | None = None) -> np.ndarray:
+    """``raw`` (K, L) minus its column means, in ``dtype``."""
+    return np.subtract(raw, _column_means(raw, dtype), out=out, dtype=dtype)
+
+
+def _column_means(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Means of the columns of ``raw`` (K, L), summed in ``dtype`` (only a shift: see
+    :func:`_centred_gram`).
+
+    A NumPy reduction, not a BLAS ``gemv``: ``raw`` is usually a strided view of a memory
+    map, which SciPy's BLAS wrappers would copy, and NumPy's own BLAS keeps its idle threads
+    spinning for a while after each call, which slowed the next ``syrk`` (SciPy's BLAS) 2x on
+    2 cores (measured).
+    """
+    mean: np.ndarray = raw.mean(axis=0, dtype=dtype)
+    return mean
+
+
+def _double_centre(gram: np.ndarray) -> np.ndarray:
+    """``J G J`` with ``J = I - 11^T / K``: row and column means of ``G`` removed."""
+    rows = gram.mean(axis=1)
+    centred: np.ndarray = gram - rows[:, None] - rows[None, :] + rows.mean()
+    return centred
 
 
 def _syrk(block: np.ndarray) -> np.ndarray:
@@ -495,53 +474,47 @@ def _top_eigenpairs(gram: np.ndarray, n_max: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _sklearn_signs(
-    data: _Checkpoints,
-    chunk: int,
-    eigvec: np.ndarray,
-    candidates: _Candidates,
-    n_exact: int,
+    data: _Checkpoints, chunk: int, eigvec: np.ndarray, n_exact: int
 ) -> np.ndarray:
-    """Signs making each loading's largest-magnitude entry positive (sklearn's ``svd_flip``).
+    """Signs of the PCA components, scikit-learn's convention for the first ``n_exact``.
 
-    The loadings of component j are proportional to ``Xc^T u_j`` (``Xc``: X centred across
-    checkpoints), and ``|Xc[:, l]^T u_j| <= ||Xc[:, l]||`` (``||u_j|| = 1``). So when the
-    largest loading among the candidate columns (largest centred norms) exceeds every norm
-    left out, it is the largest of all. The first ``n_exact`` components that this does not
-    settle are settled by a pass over all the data.
+    scikit-learn (1.5 and later) makes each component's loading of largest magnitude
+    positive (``svd_flip(..., u_based_decision=False)``); the loadings of component j are
+    proportional to ``Xc^T u_j``, one value per column of the data, so the first ``n_exact``
+    components (the t-SNE initialisation) are settled by one pass over the data. Later
+    components make their score of largest magnitude positive (``u_based_decision=True``,
+    scikit-learn's convention for this shape before 1.5): no pass needed.
     """
     m = eigvec.shape[1]
     if m == 0:
         return np.ones(0)
-    _, columns = candidates.sorted()
-    best_val = np.zeros(m)
-    certified = np.zeros(m, dtype=bool)
-    if columns.shape[1]:
-        load = eigvec.T @ columns  # (m, candidates), candidates in column order
-        idx = np.argmax(np.abs(load), axis=1)  # first maximum, as np.argmax in svd_flip
-        best_val = load[np.arange(m), idx]
-        # margin: candidate norms were computed in the compute dtype
-        certified = np.abs(best_val) > candidates.excluded * (1.0 + 1e-5)
-    todo = [j for j in range(min(n_exact, m)) if not certified[j]]
-    if todo:
-        best_val[todo] = _largest_loadings(data, chunk, eigvec[:, todo])
+    best_val = eigvec[np.argmax(np.abs(eigvec), axis=0), np.arange(m)]
+    n_exact = min(n_exact, m)
+    if n_exact:
+        best_val[:n_exact] = _largest_loadings(data, chunk, eigvec[:, :n_exact])
     signs: np.ndarray = np.where(best_val < 0, -1.0, 1.0)
     return signs
 
 
 def _largest_loadings(data: _Checkpoints, chunk: int, eigvec: np.ndarray) -> np.ndarray:
     """For each column u of ``eigvec``, the entry of largest magnitude of ``Xc^T u`` (the
-    first one on ties), from one pass over the data centred in ``data.dtype`` (float32 data:
-    float32, as scikit-learn's PCA computes on them)."""
+    first one on ties), from one pass over the data in ``data.dtype`` (float32 data: float32,
+    as scikit-learn's PCA computes on them).
+
+    ``Xc^T u = X^T u - (1^T u) mean``: the raw columns are multiplied (no centred copy) and
+    the mean's share removed; it is tiny, since ``u`` is orthogonal to ``1`` up to round-off.
+    """
     m = eigvec.shape[1]
     best_abs = np.full(m, -1.0)
     best_val = np.zeros(m)
-    vectors = eigvec.T.astype(data.dtype)
+    vectors = eigvec.T.astype(data.dtype)  # (m, K)
+    offsets = vectors.sum(axis=1)  # 1^T u, one per component
     for _, raw in data.blocks(chunk):
-        mean = raw.mean(axis=0, dtype=np.float64).astype(data.dtype)
-        block = np.subtract(raw, mean, dtype=data.dtype)
-        load = (vectors @ block).astype(np.float64)  # (m, chunk * C)
+        block = np.asarray(raw, dtype=data.dtype)
+        load = vectors @ block  # (m, chunk * C); a strided view is passed to BLAS as it is
+        load -= offsets[:, None] * _column_means(block, data.dtype)[None, :]
         idx = np.argmax(np.abs(load), axis=1)
-        val = load[np.arange(m), idx]
+        val = load[np.arange(m), idx].astype(np.float64)
         better = np.abs(val) > best_abs  # strict: the first maximum wins, as in np.argmax
         best_abs[better], best_val[better] = np.abs(val[better]), val[better]
     return best_val
