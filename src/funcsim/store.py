@@ -37,16 +37,16 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from funcsim._faults import maybe_crash
 from funcsim.errors import StoreError
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: status needs none
+    import torch
 
 CONFIG = "config.json"
 INIT_WEIGHTS = "init.safetensors"
@@ -188,12 +188,16 @@ def read_npy(path: Path, mmap: bool = False) -> np.ndarray:
 
 def weights_to_bytes(state: Mapping[str, torch.Tensor]) -> bytes:
     """A state dict as safetensors bytes (tensors made contiguous, shared storage split)."""
+    from safetensors.torch import save as st_save
+
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     return st_save(tensors)
 
 
 def weights_from_bytes(data: bytes, source: str | Path = "weights") -> dict[str, torch.Tensor]:
     """Parse safetensors bytes; anything else is refused with ``source`` named."""
+    from safetensors.torch import load as st_load
+
     try:
         return st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as err:

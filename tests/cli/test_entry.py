@@ -36,3 +36,28 @@ def test_entry_exits_with_mains_code_and_flushes_its_output() -> None:
 def test_console_script_is_the_entry() -> None:
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "funcsim"]
     assert script.value == "funcsim.cli:entry"
+
+
+def test_status_reads_a_study_without_importing_torch(tmp_path) -> None:
+    """``funcsim status`` reads JSON files and markers: it answers without loading torch."""
+    from funcsim import store
+    from funcsim.config import load_study_config
+    from funcsim.study import expand
+    from funcsim.study.runner import study_record
+
+    cfg = load_study_config("quick")
+    jobs = expand(cfg)
+    store.write_study(tmp_path, study_record(cfg), [j.summary() for j in jobs])
+    store.mark_done(store.make_dirs(store.job_dir(tmp_path, jobs[0].id)))
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from funcsim.cli import app\n"
+        f"result = CliRunner().invoke(app, ['status', {str(tmp_path)!r}])\n"
+        "print(result.output)\n"
+        "print('torch loaded:', 'torch' in sys.modules)\n"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert "torch loaded: False" in result.stdout, result.stdout
+    assert f"{len(jobs)} jobs: 1 done" in result.stdout, result.stdout

@@ -473,9 +473,7 @@ def _top_eigenpairs(gram: np.ndarray, n_max: int) -> tuple[np.ndarray, np.ndarra
     return np.maximum(eigval[:keep], 0.0), eigvec[:, :keep]
 
 
-def _sklearn_signs(
-    data: _Checkpoints, chunk: int, eigvec: np.ndarray, n_exact: int
-) -> np.ndarray:
+def _sklearn_signs(data: _Checkpoints, chunk: int, eigvec: np.ndarray, n_exact: int) -> np.ndarray:
     """Signs of the PCA components, scikit-learn's convention for the first ``n_exact``.
 
     scikit-learn (1.5 and later) makes each component's loading of largest magnitude
