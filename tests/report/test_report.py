@@ -408,3 +408,15 @@ def test_preload_imports_what_building_a_report_imports(study_dir: Path, tmp_pat
     result = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_building_a_report_never_imports_torch(study_dir: Path, tmp_path: Path) -> None:
+    """The report reads stored JSON and arrays: ``funcsim report`` does not pay torch's import."""
+    code = (
+        "import sys; from funcsim.report import build_report; build_report(sys.argv[1]); "
+        "print('torch' in sys.modules)"
+    )
+    copy = shutil.copytree(study_dir, tmp_path / "study")
+    result = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"

@@ -42,11 +42,11 @@ PRELOAD = (
     "matplotlib.backends.backend_agg",
     "matplotlib.backends.backend_svg",
 )
-"""What :func:`build_report` imports that costs time (with torch, via :mod:`funcsim.store`)."""
+"""What :func:`build_report` imports that costs time (no torch: the report reads stored arrays)."""
 
 
 def preload() -> None:
-    """Import now what :func:`build_report` will import (about 3 s of CPU).
+    """Import now what :func:`build_report` will import (1-3.5 s of CPU, measured).
 
     ``funcsim run --jobs N`` calls it while the workers' server imports torch on another core,
     so that the report does not pay these imports after the last job.
