@@ -365,9 +365,9 @@ class FunctionalLandscape:
 def _centred_gram(data: _Checkpoints, chunk: int) -> np.ndarray:
     """``J X X^T J`` accumulated in float64 over column blocks of X.
 
-    Each block is shifted by its columns' mean across rows (float32 BLAS ``gemv`` for float32
-    data: only a shift, so it need not be exact) and multiplied in ``data.dtype``; the shift
-    keeps the entries, and so the products' rounding, small. Any per-column shift leaves
+    Each block is shifted by its columns' mean across rows (summed in ``data.dtype``: only a
+    shift, so it need not be exact), into one reused buffer, and multiplied in ``data.dtype``;
+    the shift keeps the entries, and so the products' rounding, small. Any per-column shift leaves
     distances unchanged, and the final double centring ``J G J`` (float64, ``K x K``) removes
     what an inexact mean left of it, so the result is the centred Gram matrix.
     """
