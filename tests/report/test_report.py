@@ -395,6 +395,15 @@ def test_a_study_without_finished_models(tmp_path: Path) -> None:
     assert not (out / "figures").exists()
 
 
+def _last_line_of_a_fresh_build(code: str, study_dir: Path, tmp_path: Path) -> str:
+    """Run ``code`` (which builds the report of ``sys.argv[1]``) in a fresh interpreter on a
+    copy of ``study_dir``; return the last line it printed."""
+    copy = shutil.copytree(study_dir, tmp_path / "study")
+    result = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
 def test_preload_imports_what_building_a_report_imports(study_dir: Path, tmp_path: Path) -> None:
     """After ``preload`` (run by ``funcsim run --jobs N`` while workers start) the report
     imports nothing that costs time: no module of torch, scikit-learn, matplotlib or scipy."""
@@ -404,10 +413,7 @@ def test_preload_imports_what_building_a_report_imports(study_dir: Path, tmp_pat
         "print(sorted(m for m in set(sys.modules) - before "
         "if m.split('.')[0] in ('torch', 'sklearn', 'matplotlib', 'scipy')))"
     )
-    copy = shutil.copytree(study_dir, tmp_path / "study")
-    result = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert _last_line_of_a_fresh_build(code, study_dir, tmp_path) == "[]"
 
 
 def test_building_a_report_never_imports_torch(study_dir: Path, tmp_path: Path) -> None:
@@ -416,7 +422,4 @@ def test_building_a_report_never_imports_torch(study_dir: Path, tmp_path: Path) 
         "import sys; from funcsim.report import build_report; build_report(sys.argv[1]); "
         "print('torch' in sys.modules)"
     )
-    copy = shutil.copytree(study_dir, tmp_path / "study")
-    result = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "False"
+    assert _last_line_of_a_fresh_build(code, study_dir, tmp_path) == "False"
