@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from funcsim.cli._app import app, out, state
 from funcsim.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:  # the store imports NumPy: loaded when a command runs, not at CLI start-up
+    from funcsim.store import RunRecord
 
 ProtocolOption = Annotated[
     str | None,
@@ -30,11 +33,14 @@ OutOption = Annotated[
 ]
 
 
-def _base_params(run_dir: Path) -> dict[str, Any]:
-    """dataset / arch / seed / data / train of a ``funcsim train`` or study train run."""
-    from funcsim import store  # imports torch: not at CLI start-up
+def _load_run(run_dir: Path) -> RunRecord:
+    from funcsim import store
 
-    run = store.load_run(run_dir)
+    return store.load_run(run_dir)
+
+
+def _base_params(run: RunRecord) -> dict[str, Any]:
+    """dataset / arch / seed / data / train of a ``funcsim train`` or study train run."""
     cfg = run.config
     try:
         train = dict(cfg["train"])
@@ -60,7 +66,7 @@ def _base_params(run_dir: Path) -> dict[str, Any]:
 
 
 def _run(
-    kind: str, run_dir: Path, params: dict[str, Any], target: Path, label: str
+    kind: str, run: RunRecord, params: dict[str, Any], target: Path, label: str
 ) -> dict[str, Any]:
     from funcsim import store
     from funcsim.study.execute import (
@@ -72,7 +78,6 @@ def _run(
     )
     from funcsim.study.jobs import Job
 
-    run = store.load_run(run_dir)
     names = [TEACHER, TEACHER_INIT] if kind == "distill" else [TEACHER]
     inputs = {n: store.read_bytes(run.path / INPUT_FILES[n], "weights file") for n in names}
     # --out may be any folder name; the job id (in config.json, in messages) is a safe slug of it
@@ -143,7 +148,8 @@ def compress_cmd(
     from funcsim.protocol import get_protocol
     from funcsim.study.jobs import QUANTIZE_METHODS
 
-    params = _base_params(run_dir)
+    run = _load_run(run_dir)
+    params = _base_params(run)
     proto = get_protocol(protocol or params["protocol"])
     if method == "quantize":
         if bits not in (16, 8, 4):
@@ -188,7 +194,7 @@ def compress_cmd(
     )
     slug = label.replace(" ", "").replace("%", "pct").replace("(", "-").replace(")", "")
     target = out_dir or run_dir.parent / f"{run_dir.name}-{slug}"
-    metrics = _run("compress", run_dir, params, target, label)
+    metrics = _run("compress", run, params, target, label)
     out.print(
         f"{label} ({name}): test accuracy {metrics['final_test_accuracy']:.2%}, "
         f"{metrics['storage_bytes']:,} bytes stored -> {target}"
@@ -232,7 +238,8 @@ def distill_cmd(
     from funcsim.protocol import get_protocol
 
     check_distill_options(alpha, temperature)
-    params = _base_params(teacher_run_dir)
+    teacher = _load_run(teacher_run_dir)
+    params = _base_params(teacher)
     proto = get_protocol(protocol or params["protocol"])
     student_arch = params["arch"] if student == "same" else student
     MODELS.get(student_arch)
@@ -255,5 +262,5 @@ def distill_cmd(
     target = out_dir or teacher_run_dir.parent / (
         f"{teacher_run_dir.name}-kd{alpha:g}" + ("" if student == "same" else f"-{student_arch}")
     )
-    metrics = _run("distill", teacher_run_dir, params, target, label)
+    metrics = _run("distill", teacher, params, target, label)
     out.print(f"{label}: test accuracy {metrics['final_test_accuracy']:.2%} -> {target}")

@@ -163,7 +163,7 @@ def run(
         if report:
             from funcsim.report import preload
 
-            preload()  # meanwhile, on the other core: the report's imports, torch included
+            preload()  # meanwhile, on the other core: the report's imports (sklearn, matplotlib)
 
     from funcsim.executors import get_executor
     from funcsim.study import expand, run_study
