@@ -5,8 +5,11 @@ Models are looped over ``list_models()``, so a new architecture is tested by reg
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from funcsim.errors import UnknownNameError
@@ -117,6 +120,33 @@ def test_lenet_matches_the_keras_model() -> None:
     # CIFAR: 30 -> 15 -> 13 -> 6, so 6*6*64 inputs to Dense(128).
     cifar = _build("lenet", SHAPES["cifar10"])
     assert _n_params(cifar) == 896 + 18_496 + 6 * 6 * 64 * 128 + 128 + 1_290
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist", "cifar10"])
+def test_lenet_training_order_trains_bit_for_bit_like_the_paper_order(dataset: str) -> None:
+    """Training mode pools before ReLU (faster); weights must follow the paper's order exactly."""
+    channels, height, width, classes = SHAPES[dataset]
+    fast = _build("lenet", SHAPES[dataset])
+    paper = copy.deepcopy(fast)
+    fast_opt = torch.optim.Adam(fast.parameters(), lr=1e-2)
+    paper_opt = torch.optim.Adam(paper.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        # shifted negative: many pooling windows hold only negative values (zero gradient)
+        x = torch.randn(16, channels, height, width, generator=generator) - 0.5
+        y = torch.randint(0, classes, (16,), generator=generator)
+        fast_loss = F.cross_entropy(fast(x), y)
+        paper_loss = F.cross_entropy(paper.classifier(paper.features(x)), y)
+        assert torch.equal(fast_loss, paper_loss)
+        for loss, opt in ((fast_loss, fast_opt), (paper_loss, paper_opt)):
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for (name, a), b in zip(fast.state_dict().items(), paper.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    fast.eval()
+    x = torch.randn(4, channels, height, width)
+    assert torch.equal(fast(x), paper.classifier(paper.features(x)))
 
 
 def test_lenet_pads_on_digits() -> None:
