@@ -58,3 +58,19 @@ def test_only_runs_exactly_the_named_parts(run_all) -> None:
     assert "scaling" not in run_all.select_parts(quick=True, full_study=True, only=None)
     with pytest.raises(ValueError, match="unknown fast; choose from train, study"):
         run_all.select_parts(quick=False, full_study=False, only="study,fast")
+
+
+def test_the_hand_written_baseline_keeps_the_papers_layer_order(run_all) -> None:
+    """bench_train's plain loop must not inherit fit's pool-before-ReLU training order."""
+    import torch
+    from torch import nn
+
+    from funcsim.data import load_dataset
+    from funcsim.train import build_model
+
+    bench_train = sys.modules.get("bench_train") or importlib.import_module("bench_train")
+    data = load_dataset("digits")
+    model = bench_train.hand_written_lenet(data).train()
+    assert [type(m) for m in model][:6] == [nn.Conv2d, nn.ReLU, nn.MaxPool2d] * 2
+    x = data.x_train[:8]
+    assert torch.equal(model(x), build_model("lenet", data, seed=0)(x))

@@ -123,8 +123,8 @@ def test_lenet_matches_the_keras_model() -> None:
 
 
 @pytest.mark.parametrize("dataset", ["digits", "mnist", "cifar10"])
-def test_lenet_training_order_trains_bit_for_bit_like_the_paper_order(dataset: str) -> None:
-    """Training mode pools before ReLU (faster); weights must follow the paper's order exactly."""
+def test_lenet_pool_first_order_trains_bit_for_bit_like_the_paper_order(dataset: str) -> None:
+    """Eager LeNet pools before ReLU (faster); weights must follow the paper's order exactly."""
     channels, height, width, classes = SHAPES[dataset]
     fast = _build("lenet", SHAPES[dataset])
     paper = copy.deepcopy(fast)
@@ -147,6 +147,15 @@ def test_lenet_training_order_trains_bit_for_bit_like_the_paper_order(dataset: s
     fast.eval()
     x = torch.randn(4, channels, height, width)
     assert torch.equal(fast(x), paper.classifier(paper.features(x)))
+
+
+def test_lenet_exports_in_the_papers_order() -> None:
+    """Traced, LeNet keeps Conv - ReLU - MaxPool, the pattern pt2e quantizers fuse."""
+    model = _build("lenet", SHAPES["mnist"]).eval()
+    exported = torch.export.export(model, (torch.rand(2, 1, 28, 28),), strict=True)
+    ops = [str(node.target) for node in exported.graph.nodes if node.op == "call_function"]
+    features = [op.split(".")[1] for op in ops if "conv2d" in op or "relu" in op or "pool" in op]
+    assert features[:6] == ["conv2d", "relu", "max_pool2d"] * 2
 
 
 def test_lenet_pads_on_digits() -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from funcsim.errors import ConfigError
@@ -101,15 +102,14 @@ class LeNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, in_channels, H, W) -> logits (B, num_classes).
 
-        In training mode each stage runs Conv - MaxPool - ReLU: max-pooling and ReLU commute
+        Run eagerly, each stage computes Conv - MaxPool - ReLU: max-pooling and ReLU commute
         exactly (``max(relu(a)) = relu(max(a))``, and the gradient reaches the same element),
-        so the outputs and gradients are bit for bit those of ``self.features``, but ReLU and
-        its gradient touch a quarter of the values and no pass writes the full-size ReLU
-        output (15-20 % faster training on CPU, BENCHMARKS.md). Evaluation, and
-        ``torch.export`` (traced in eval mode), keep the paper's order, which is the
-        Conv - ReLU pattern that quantizers fuse.
+        so outputs and gradients are bit for bit those of ``self.features``, but ReLU and its
+        gradient touch a quarter of the values (about 10 % faster training and 7 % faster
+        evaluation on CPU, BENCHMARKS.md). Traced (``torch.export``, ``torch.compile``), the
+        model keeps the paper's order: Conv - ReLU is the pattern quantizers fuse.
         """
-        if not self.training:
+        if torch.compiler.is_compiling():
             return self.classifier(self.features(x))
         layers = list(self.features)
         for conv, relu, pool in zip(layers[0::3], layers[1::3], layers[2::3], strict=True):
