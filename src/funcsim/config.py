@@ -135,6 +135,8 @@ class LandscapeConfig(_Strict):
     perplexity: float | None = Field(None, gt=0)
     """None: adapted to the number of checkpoints."""
     random_state: int = 42
+    tsne_method: Literal["auto", "exact", "barnes_hut"] = "auto"
+    """auto: exact t-SNE up to 1,000 checkpoints, scikit-learn's Barnes-Hut (the paper's) beyond."""
 
 
 class StudyConfig(_Strict):

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.spatial import procrustes
 from scipy.spatial.distance import cdist
 from sklearn.base import clone
 from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
+from sklearn.manifold import TSNE, trustworthiness
 from threadpoolctl import threadpool_limits
 
 from funcsim.errors import ConfigError, DataError
 from funcsim.landscape import FunctionalLandscape, default_perplexity, estimator
+from funcsim.landscape._tsne import exact_tsne
 
 K, N, C = 12, 25, 4
 
@@ -84,14 +86,57 @@ def test_chunking_does_not_change_results(sets, fitted_pca, chunk_points) -> Non
     np.testing.assert_allclose(fl.distances_, fitted_pca.distances_, atol=1e-12)
 
 
-def test_tsne_equals_sklearn_tsne_on_raw_vectors(sets) -> None:
-    fl = FunctionalLandscape("tsne", random_state=42).fit(sets)
+def test_barnes_hut_tsne_equals_sklearn_tsne_on_raw_vectors(sets) -> None:
+    fl = FunctionalLandscape("tsne", random_state=42, tsne_method="barnes_hut").fit(sets)
     assert fl.embedding_.shape == (K, 2)
-    assert fl.perplexity_ == default_perplexity(K)
+    assert fl.perplexity_ == default_perplexity(K) and fl.tsne_method_ == "barnes_hut"
     with threadpool_limits(limits=1, user_api="openmp"):
         ref = TSNE(perplexity=fl.perplexity_, random_state=42).fit_transform(sets.reshape(K, -1))
     np.testing.assert_allclose(fl.embedding_, ref, atol=1e-4)
     assert fl.kl_divergence_ is not None and fl.n_iter_ is not None
+
+
+def test_exact_tsne_tracks_sklearn_exact_tsne_on_raw_vectors() -> None:
+    # 60 checkpoints: with 12, a learning rate of 50 throws the points 1e6-fold apart in ten
+    # steps and float32 round-off alone picks one of several optima (tests/landscape/test_tsne)
+    sets = make_sets(k=60)
+    fl = FunctionalLandscape("tsne", random_state=42).fit(sets)
+    assert fl.tsne_method_ == "exact" and fl.embedding_.dtype == np.float32
+    first = fl.pca_coordinates_[:, :2].astype(np.float32)
+    init = first / np.std(first[:, 0]) * np.float32(1e-4)  # scikit-learn's init="pca"
+    ref = TSNE(perplexity=fl.perplexity_, method="exact", init=init, random_state=42)
+    expected = ref.fit_transform(sets.reshape(60, -1))
+    assert procrustes(fl.embedding_, expected)[2] < 0.03
+    assert fl.kl_divergence_ is not None
+    assert fl.kl_divergence_ < ref.kl_divergence_ * 1.05  # as good an optimum, within 5 %
+    assert fl.n_iter_ == ref.n_iter_
+    assert trustworthiness(fl.distances_, fl.embedding_, n_neighbors=5, metric="precomputed") > (
+        trustworthiness(fl.distances_, expected, n_neighbors=5, metric="precomputed") - 0.01
+    )
+
+
+def test_exact_tsne_overlapped_with_the_sign_pass_equals_it_run_after(sets) -> None:
+    fl = FunctionalLandscape("tsne", perplexity=4, tsne_method="exact").fit(sets)
+    first = fl.pca_coordinates_[:, :2].astype(np.float32)
+    init = first / np.std(first[:, 0]) * np.float32(1e-4)
+    embedding, kl, n_iter = exact_tsne(fl.distances_, init, 4.0)
+    np.testing.assert_array_equal(fl.embedding_, embedding)
+    assert (fl.kl_divergence_, fl.n_iter_) == (kl, n_iter)
+
+
+def test_auto_tsne_is_exact_up_to_the_threshold_then_barnes_hut(sets, monkeypatch) -> None:
+    assert FunctionalLandscape(perplexity=4).fit(sets).tsne_method_ == "exact"
+    monkeypatch.setattr(estimator, "EXACT_TSNE_MAX", K - 1)
+    fl = FunctionalLandscape(perplexity=4).fit(sets)
+    assert fl.tsne_method_ == "barnes_hut"
+    bh = FunctionalLandscape(perplexity=4, tsne_method="barnes_hut").fit(sets)
+    np.testing.assert_array_equal(fl.embedding_, bh.embedding_)
+    assert FunctionalLandscape("pca").fit(sets).tsne_method_ is None
+
+
+def test_exact_tsne_embeds_in_more_than_three_dimensions(sets) -> None:
+    fl = FunctionalLandscape(perplexity=4, tsne_method="exact", n_components=4).fit(sets)
+    assert fl.embedding_.shape == (K, 4) and np.isfinite(fl.embedding_).all()
 
 
 def test_tsne_is_deterministic_given_random_state(sets) -> None:
@@ -195,7 +240,9 @@ def test_identical_checkpoints_embed_without_error() -> None:
     same = np.repeat(make_sets(k=1), 4, axis=0)
     fl = FunctionalLandscape("pca").fit(same)
     assert np.all(fl.distances_ == 0.0) and fl.pca_coordinates_.shape == (4, 0)
-    assert FunctionalLandscape(perplexity=2).fit(same).embedding_.shape == (4, 2)
+    for method in ("exact", "barnes_hut"):
+        fl = FunctionalLandscape(perplexity=2, tsne_method=method).fit(same)
+        assert fl.embedding_.shape == (4, 2) and np.isfinite(fl.embedding_).all()
 
 
 def test_default_perplexity_adapts_and_stays_below_k() -> None:
@@ -211,6 +258,7 @@ def test_default_perplexity_adapts_and_stays_below_k() -> None:
         ({"method": "umap"}, "method"),
         ({"perplexity": K}, "perplexity"),
         ({"n_components": 4}, "n_components"),
+        ({"tsne_method": "fast"}, "tsne_method"),
         ({"pca_components": 0}, "pca_components"),
         ({"chunk_points": 0}, "chunk_points"),
     ],

@@ -6,15 +6,15 @@ array, into one vector of ``N * C`` numbers and embed all vectors with scikit-le
 ``(K, N * C)`` matrix of ``K`` checkpoints:
 
 1. **Gram pass** (one pass over the data). Over chunks of test points, shift each chunk's
-   columns by their mean across the ``K`` checkpoints and accumulate ``G += X_chunk @
-   X_chunk.T`` (BLAS ``syrk``: one triangle, half a matrix product) into a float64 ``G``; a
-   final double centring ``J G J`` (``J = I - 11^T / K``, float64, ``K x K``) makes ``G`` the
-   centred Gram matrix ``J X X^T J`` of the raw vectors exactly, whatever the rounding of the
-   means (they only keep the products' entries small). Memory is ``O(K^2 + K * chunk)``.
-   Float64 inputs are multiplied in float64; float32/float16 inputs (stored predictions are
-   float32) in float32, twice as fast, each chunk's product added to the float64 sum
-   (:data:`CHUNK_BYTES` keeps chunks short, so the float32 sums are short too). The same pass
-   checks the data are finite.
+   columns by their mean across (a sample of 64 of) the ``K`` checkpoints and accumulate
+   ``G += X_chunk @ X_chunk.T`` (BLAS ``syrk``: one triangle, half a matrix product) into
+   a float64 ``G``; a final double centring ``J G J`` (``J = I - 11^T / K``, float64,
+   ``K x K``) makes ``G`` the centred Gram matrix ``J X X^T J`` of the raw vectors exactly,
+   whatever the rounding of the means (they only keep the products' entries small). Memory
+   is ``O(K^2 + K * chunk)``. Float64 inputs are multiplied in float64; float32/float16
+   inputs (stored predictions are float32) in float32, twice as fast, each chunk's product
+   added to the float64 sum (:data:`CHUNK_BYTES` keeps chunks short, so the float32 sums are
+   short too). The same pass checks the data are finite.
 2. **Distances.** ``d_ij^2 = G_ii + G_jj - 2 G_ij``: the Euclidean distances between the raw
    flattened vectors (centring does not move them), i.e. exactly what t-SNE on the raw vectors
    computes. With float32 products the error of ``G`` is a few 1e-8 of its largest entry, so a
@@ -32,10 +32,16 @@ array, into one vector of ``N * C`` numbers and embed all vectors with scikit-le
    ``PCA().fit_transform`` of the raw vectors, sign included, up to round-off. Later
    components make their largest score positive (scikit-learn's convention for this shape
    before 1.5), which needs no pass.
-4. **t-SNE** (``method="tsne"``) runs :class:`sklearn.manifold.TSNE` on the exact distance
-   matrix (``metric="precomputed"``) with the initialisation scikit-learn's default
-   ``init="pca"`` would give the raw vectors: the first PCA coordinates, scaled so the first
-   has standard deviation ``1e-4``. ``method="pca"`` returns the first PCA coordinates.
+4. **t-SNE** (``method="tsne"``) runs on the exact distance matrix with the initialisation
+   scikit-learn's default ``init="pca"`` would give the raw vectors: the first PCA
+   coordinates, scaled so the first has standard deviation ``1e-4``. Up to
+   :data:`EXACT_TSNE_MAX` checkpoints (``tsne_method="auto"``, the default) it is the exact
+   t-SNE of :mod:`funcsim.landscape._tsne`: scikit-learn's ``TSNE(method="exact")`` step for
+   step (same ``P``, optimiser, schedule and stopping rules), its gradient vectorised, 3x
+   faster than scikit-learn's Barnes-Hut at K = 400 and without its approximation. Beyond
+   that, or with ``tsne_method="barnes_hut"``, it is :class:`sklearn.manifold.TSNE` itself
+   (``metric="precomputed"``, Barnes-Hut: the paper's and scikit-learn's default).
+   ``method="pca"`` returns the first PCA coordinates.
 
 So t-SNE receives the inputs ``TSNE(perplexity=..., random_state=...).fit_transform(raw)``
 would compute, up to round-off: the distances to ~1e-15 relative for float64 inputs and ~1e-6
@@ -53,6 +59,7 @@ Perplexity defaults to :func:`default_perplexity` of the number of checkpoints.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -65,12 +72,20 @@ CHUNK_BYTES = 16 * 2**20
 """Target size of one chunk ``(K, points * C)`` in the Gram pass, in its compute dtype (16 MiB:
 the float32 products then sum over at most ``16 MiB / 4 / K`` columns, 10,485 at K = 400)."""
 
+SHIFT_ROWS = 64
+"""The Gram pass shifts each chunk's columns by their mean over at most this many rows."""
+
 REFINE_RATIO = 0.01
 """With float32 products, pairs with ``d^2 < REFINE_RATIO * (G_ii + G_jj)`` are recomputed in
 float64: their float32 error could exceed about 2e-6 relative (tests/landscape measure it)."""
 
 TSNE_INIT_STD = 1e-4
 """Standard deviation of the first init coordinate, as scikit-learn's ``init="pca"`` scales it."""
+
+EXACT_TSNE_MAX = 1000
+"""``tsne_method="auto"`` runs exact t-SNE up to this many checkpoints, Barnes-Hut beyond: at
+K = 1,000 the two cost the same (6.9 against 7.8 s, one core), at 2,000 exact takes 1.8x as long
+(its cost grows as K^2, Barnes-Hut's as K log K)."""
 
 TSNE_SERIAL_MAX = 5000
 """Up to this many checkpoints t-SNE runs on one OpenMP thread: its per-iteration work is tiny
@@ -79,7 +94,7 @@ and libgomp's spinning threads made a 30-point fit 50x slower on a busy 2-core m
 PERPLEXITY_RANGE = (5.0, 30.0)
 """Clamp of the default perplexity ``(K - 1) / 3`` (30 is scikit-learn's default)."""
 
-__all__ = ["CHUNK_BYTES", "FunctionalLandscape", "default_perplexity"]
+__all__ = ["CHUNK_BYTES", "EXACT_TSNE_MAX", "FunctionalLandscape", "default_perplexity"]
 
 
 def default_perplexity(n_checkpoints: int) -> float:
@@ -174,6 +189,10 @@ class FunctionalLandscape:
         t-SNE perplexity, ``0 < perplexity < K``; None uses :func:`default_perplexity` (K).
     random_state : int
         Seeds t-SNE (the paper used 42); with it the embedding is deterministic.
+    tsne_method : {"auto", "exact", "barnes_hut"}
+        ``"exact"``: exact t-SNE (scikit-learn's ``method="exact"``, vectorised); ``"barnes_hut"``:
+        scikit-learn's default Barnes-Hut t-SNE, the paper's; ``"auto"``: exact up to
+        :data:`EXACT_TSNE_MAX` checkpoints, Barnes-Hut beyond.
     n_components : int
         Dimension of the embedding (2 for pictures; Barnes-Hut t-SNE allows at most 3).
     pca_components : int
@@ -192,6 +211,8 @@ class FunctionalLandscape:
     explained_variance_, explained_variance_ratio_ : ndarray of shape (n_pca,)
     perplexity_ : float or None
         The perplexity used (None for ``method="pca"``).
+    tsne_method_ : {"exact", "barnes_hut"} or None
+        The t-SNE that ran (None for ``method="pca"``).
     kl_divergence_ : float or None
         Final t-SNE objective (None for ``method="pca"``).
     n_checkpoints_, n_points_, n_classes_ : int
@@ -210,6 +231,7 @@ class FunctionalLandscape:
         *,
         perplexity: float | None = None,
         random_state: int = 42,
+        tsne_method: Literal["auto", "exact", "barnes_hut"] = "auto",
         n_components: int = 2,
         pca_components: int = 50,
         chunk_points: int | None = None,
@@ -217,6 +239,7 @@ class FunctionalLandscape:
         self.method = method
         self.perplexity = perplexity
         self.random_state = random_state
+        self.tsne_method = tsne_method
         self.n_components = n_components
         self.pca_components = pca_components
         self.chunk_points = chunk_points
@@ -229,6 +252,7 @@ class FunctionalLandscape:
             "method": self.method,
             "perplexity": self.perplexity,
             "random_state": self.random_state,
+            "tsne_method": self.tsne_method,
             "n_components": self.n_components,
             "pca_components": self.pca_components,
             "chunk_points": self.chunk_points,
@@ -280,7 +304,26 @@ class FunctionalLandscape:
         if data.dtype != np.float64:
             distances = _refine_close_pairs(data, chunk, gram, distances)
         eigval, eigvec = _top_eigenpairs(gram, min(int(self.pca_components), k - 1))
-        signs = _sklearn_signs(data, chunk, eigvec, int(self.n_components))
+        n_components = int(self.n_components)
+        self.kl_divergence_: float | None = None
+        self.n_iter_: int | None = None
+        self.tsne_method_: str | None = None
+        if self.method == "tsne" and self._exact_tsne(k):
+            # Exact t-SNE is equivariant under flipping a coordinate of its init (every step is
+            # sign-symmetric, so the result flips bit for bit): it starts from the unsigned PCA
+            # coordinates while the sign pass reads the data again on the other core.
+            assert perplexity is not None
+            unsigned = _pad_columns((eigvec * np.sqrt(eigval))[:, :n_components], n_components)
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(1) as pool:
+                sign_pass = pool.submit(_sklearn_signs, data, chunk, eigvec, n_components)
+                embedding = self._tsne(distances, unsigned, perplexity)
+                signs = sign_pass.result()
+            flips = _pad_columns(signs[None, :n_components], n_components, fill=1.0)
+            self.embedding_ = embedding * flips.astype(embedding.dtype)
+        else:
+            signs = _sklearn_signs(data, chunk, eigvec, n_components)
         eigvec = eigvec * signs
         scores = eigvec * np.sqrt(eigval)
         total = float(np.trace(gram))
@@ -291,13 +334,11 @@ class FunctionalLandscape:
         self.explained_variance_ = eigval / (k - 1)
         self.explained_variance_ratio_ = eigval / total if total > 0 else np.zeros_like(eigval)
         self.perplexity_ = perplexity
-        self.kl_divergence_: float | None = None
-        self.n_iter_: int | None = None
 
-        first = _pad_columns(scores[:, : self.n_components], self.n_components)
+        first = _pad_columns(scores[:, :n_components], n_components)
         if self.method == "pca":
             self.embedding_ = first
-        else:
+        elif self.tsne_method_ is None:
             assert perplexity is not None
             self.embedding_ = self._tsne(distances, first, perplexity)
         return self
@@ -309,9 +350,14 @@ class FunctionalLandscape:
             raise ConfigError(f"method: must be 'tsne' or 'pca', got {self.method!r}")
         if int(self.n_components) != self.n_components or self.n_components < 1:
             raise ConfigError(f"n_components: must be an integer >= 1, got {self.n_components}")
-        if self.method == "tsne" and self.n_components > 3:
+        if self.tsne_method not in ("auto", "exact", "barnes_hut"):
             raise ConfigError(
-                f"n_components: Barnes-Hut t-SNE allows at most 3, got {self.n_components}"
+                f"tsne_method: must be 'auto', 'exact' or 'barnes_hut', got {self.tsne_method!r}"
+            )
+        if self.method == "tsne" and self.tsne_method != "exact" and self.n_components > 3:
+            raise ConfigError(
+                f"n_components: Barnes-Hut t-SNE allows at most 3, got {self.n_components} "
+                "(tsne_method='exact' allows more)"
             )
         if int(self.pca_components) != self.pca_components or self.pca_components < 1:
             raise ConfigError(f"pca_components: must be an integer >= 1, got {self.pca_components}")
@@ -337,26 +383,46 @@ class FunctionalLandscape:
             return int(self.chunk_points)
         return max(1, CHUNK_BYTES // (data.dtype.itemsize * data.k * data.c))
 
-    def _tsne(self, distances: np.ndarray, first: np.ndarray, perplexity: float) -> np.ndarray:
-        from sklearn.manifold import TSNE
-        from threadpoolctl import threadpool_limits
+    def _exact_tsne(self, k: int) -> bool:
+        """Whether t-SNE of ``k`` checkpoints runs exact (else Barnes-Hut)."""
+        return self.tsne_method == "exact" or (self.tsne_method == "auto" and k <= EXACT_TSNE_MAX)
 
+    def _tsne(self, distances: np.ndarray, first: np.ndarray, perplexity: float) -> np.ndarray:
         # sklearn's init="pca", operation for operation (float32, std of the first column);
         # all checkpoints identical: that would divide by zero, so start at random instead
         first32 = first.astype(np.float32)
         std = np.std(first32[:, 0])
-        init: np.ndarray | str = first32 / std * TSNE_INIT_STD if std > 0 else "random"
+        exact = self._exact_tsne(distances.shape[0])
+        self.tsne_method_ = "exact" if exact else "barnes_hut"
+        init: np.ndarray | None = first32 / std * TSNE_INIT_STD if std > 0 else None
+        if not exact:
+            return self._barnes_hut(distances, init, perplexity)
+        from funcsim.landscape._tsne import exact_tsne
+
+        if init is None:  # scikit-learn's init="random", drawn as it draws it
+            rng = np.random.RandomState(self.random_state)
+            init = TSNE_INIT_STD * rng.standard_normal(size=first32.shape).astype(np.float32)
+        embedding, kl, n_iter = exact_tsne(distances, init, perplexity)
+        self.kl_divergence_, self.n_iter_ = kl, n_iter
+        return embedding
+
+    def _barnes_hut(
+        self, distances: np.ndarray, init: np.ndarray | None, perplexity: float
+    ) -> np.ndarray:
+        """scikit-learn's Barnes-Hut t-SNE (``init`` None: its ``init="random"``)."""
+        from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
+
         tsne = TSNE(
             n_components=int(self.n_components),
             perplexity=perplexity,
-            init=init,
+            init="random" if init is None else init,
             metric="precomputed",
             random_state=self.random_state,
         )
         threads = 1 if distances.shape[0] <= TSNE_SERIAL_MAX else None
         with threadpool_limits(limits=threads, user_api="openmp"):
-            # exact t-SNE squares a precomputed matrix in place: hand it a copy
-            embedding = tsne.fit_transform(distances.copy())
+            embedding = tsne.fit_transform(distances.copy())  # scikit-learn may write to it
         self.kl_divergence_ = float(tsne.kl_divergence_)
         self.n_iter_ = int(tsne.n_iter_)
         return np.asarray(embedding)
@@ -365,11 +431,12 @@ class FunctionalLandscape:
 def _centred_gram(data: _Checkpoints, chunk: int) -> np.ndarray:
     """``J X X^T J`` accumulated in float64 over column blocks of X.
 
-    Each block is shifted by its columns' mean across rows (summed in ``data.dtype``: only a
-    shift, so it need not be exact), into one reused buffer, and multiplied in ``data.dtype``;
-    the shift keeps the entries, and so the products' rounding, small. Any per-column shift leaves
-    distances unchanged, and the final double centring ``J G J`` (float64, ``K x K``) removes
-    what an inexact mean left of it, so the result is the centred Gram matrix.
+    Each block is shifted by its columns' mean across (sampled) rows (summed in ``data.dtype``:
+    only a shift, so it need not be exact), into one reused buffer, and multiplied in
+    ``data.dtype``; the shift keeps the entries, and so the products' rounding, small. Any
+    per-column shift leaves distances unchanged, and the final double centring ``J G J`` (float64,
+    ``K x K``) removes what an inexact mean left of it, so the result is the centred Gram
+    matrix.
     """
     gram = np.zeros((data.k, data.k), dtype=np.float64)
     buffer: np.ndarray | None = None  # reused: a fresh 16 MiB block per chunk page-faults
@@ -393,15 +460,18 @@ def _centre(raw: np.ndarray, dtype: np.dtype, out: np.ndarray | None = None) -> 
 
 
 def _column_means(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Means of the columns of ``raw`` (K, L), summed in ``dtype`` (only a shift: see
-    :func:`_centred_gram`).
+    """Means of the columns of ``raw`` (K, L) over at most :data:`SHIFT_ROWS` evenly spaced
+    rows, summed in ``dtype``. Only a shift (see :func:`_centred_gram`), which need not be
+    exact: a sample of 64 rows leaves the shifted entries about ``sqrt(1 + 1/64)`` times as
+    large as exact centring would, and reads a sixth of a 400-row block instead of all of it.
 
     A NumPy reduction, not a BLAS ``gemv``: ``raw`` is usually a strided view of a memory
     map, which SciPy's BLAS wrappers would copy, and NumPy's own BLAS keeps its idle threads
     spinning for a while after each call, which slowed the next ``syrk`` (SciPy's BLAS) 2x on
     2 cores (measured).
     """
-    mean: np.ndarray = raw.mean(axis=0, dtype=dtype)
+    step = -(-raw.shape[0] // SHIFT_ROWS)  # ceil: at most SHIFT_ROWS rows, a view (no copy)
+    mean: np.ndarray = raw[::step].mean(axis=0, dtype=dtype)
     return mean
 
 
@@ -500,7 +570,8 @@ def _largest_loadings(data: _Checkpoints, chunk: int, eigvec: np.ndarray) -> np.
     as scikit-learn's PCA computes on them).
 
     ``Xc^T u = X^T u - (1^T u) mean``: the raw columns are multiplied (no centred copy) and
-    the mean's share removed; it is tiny, since ``u`` is orthogonal to ``1`` up to round-off.
+    the mean's share removed; it is of round-off size, since ``u`` is orthogonal to ``1`` up to
+    round-off, so the sampled mean of :func:`_column_means` serves.
     """
     m = eigvec.shape[1]
     best_abs = np.full(m, -1.0)
@@ -518,7 +589,7 @@ def _largest_loadings(data: _Checkpoints, chunk: int, eigvec: np.ndarray) -> np.
     return best_val
 
 
-def _pad_columns(x: np.ndarray, width: int) -> np.ndarray:
+def _pad_columns(x: np.ndarray, width: int, fill: float = 0.0) -> np.ndarray:
     if x.shape[1] >= width:
         return np.ascontiguousarray(x[:, :width])
-    return np.hstack([x, np.zeros((x.shape[0], width - x.shape[1]))])
+    return np.hstack([x, np.full((x.shape[0], width - x.shape[1]), fill)])

@@ -117,10 +117,15 @@ def setup_items(study: StudyConfig, analysis: Analysis) -> list[str]:
         if lc.perplexity is None
         else (f"perplexity {lc.perplexity:g}")
     )
+    variant = {
+        "auto": "exact up to 1,000 checkpoints, Barnes-Hut beyond",
+        "exact": "exact",
+        "barnes_hut": "Barnes-Hut, scikit-learn's default",
+    }[lc.tsne_method]
     items.append(
         f"Functional landscape: each checkpoint's softmax outputs flattened into one vector "
         f"and embedded in 2-D with {'t-SNE' if lc.method == 'tsne' else 'PCA'} "
-        f"({perplexity if lc.method == 'tsne' else 'exact'}, random state "
+        f"({f'{variant}, {perplexity}' if lc.method == 'tsne' else 'exact'}, random state "
         f"{lc.random_state}), as Fort et al. (2019) and the paper do."
     )
     items.append(

@@ -275,7 +275,12 @@ def embed(checkpoints: Checkpoints, cfg: LandscapeConfig) -> np.ndarray:
     """2-D coordinates of every checkpoint with the study's landscape settings."""
     from funcsim.landscape import FunctionalLandscape
 
-    est = FunctionalLandscape(cfg.method, perplexity=cfg.perplexity, random_state=cfg.random_state)
+    est = FunctionalLandscape(
+        cfg.method,
+        perplexity=cfg.perplexity,
+        random_state=cfg.random_state,
+        tsne_method=cfg.tsne_method,
+    )
     return np.asarray(est.fit(checkpoints.sets).embedding_)
 
 
