@@ -291,3 +291,19 @@ def test_sklearn_style_parameters(sets) -> None:
     with pytest.raises(ConfigError, match="unknown parameter"):
         est.set_params(alpha=1)
     assert "FunctionalLandscape(method='pca'" in repr(est)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_connected_groups_equal_scipy_connected_components(seed: int) -> None:
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(seed)
+    k = 60
+    adjacent = rng.random((k, k)) < 0.02 * (seed + 1)
+    adjacent = adjacent | adjacent.T
+    np.fill_diagonal(adjacent, False)
+    _, labels = connected_components(adjacent, directed=False)
+    expected = [np.flatnonzero(labels == lab) for lab in np.unique(labels)]
+    expected = sorted((g for g in expected if len(g) > 1), key=lambda g: g[0])
+    ours = estimator._connected_groups(adjacent)
+    assert [g.tolist() for g in ours] == [g.tolist() for g in expected]

@@ -38,7 +38,6 @@ PRELOAD = (
     "funcsim.landscape._tsne",
     "funcsim.landscape.plot",
     "threadpoolctl",
-    "scipy.sparse.csgraph",
     "matplotlib.figure",
     "matplotlib.backends.backend_agg",
     "matplotlib.backends.backend_svg",
