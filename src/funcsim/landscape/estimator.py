@@ -37,8 +37,8 @@ array, into one vector of ``N * C`` numbers and embed all vectors with scikit-le
    coordinates, scaled so the first has standard deviation ``1e-4``. Up to
    :data:`EXACT_TSNE_MAX` checkpoints (``tsne_method="auto"``, the default) it is the exact
    t-SNE of :mod:`funcsim.landscape._tsne`: scikit-learn's ``TSNE(method="exact")`` step for
-   step (same ``P``, optimiser, schedule and stopping rules), its gradient vectorised, 3x
-   faster than scikit-learn's Barnes-Hut at K = 400 and without its approximation. Beyond
+   step (same ``P``, optimiser, schedule and stopping rules), its gradient vectorised,
+   2.5x faster than scikit-learn's Barnes-Hut at K = 400 and without its approximation. Beyond
    that, or with ``tsne_method="barnes_hut"``, it is :class:`sklearn.manifold.TSNE` itself
    (``metric="precomputed"``, Barnes-Hut: the paper's and scikit-learn's default).
    ``method="pca"`` returns the first PCA coordinates.
@@ -308,6 +308,7 @@ class FunctionalLandscape:
         self.kl_divergence_: float | None = None
         self.n_iter_: int | None = None
         self.tsne_method_: str | None = None
+        embedding: np.ndarray | None = None
         if self.method == "tsne" and self._exact_tsne(k):
             # Exact t-SNE is equivariant under flipping a coordinate of its init (every step is
             # sign-symmetric, so the result flips bit for bit): it starts from the unsigned PCA
@@ -318,10 +319,10 @@ class FunctionalLandscape:
 
             with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(1) as pool:
                 sign_pass = pool.submit(_sklearn_signs, data, chunk, eigvec, n_components)
-                embedding = self._tsne(distances, unsigned, perplexity)
+                unsigned_embedding = self._tsne(distances, unsigned, perplexity)
                 signs = sign_pass.result()
             flips = _pad_columns(signs[None, :n_components], n_components, fill=1.0)
-            self.embedding_ = embedding * flips.astype(embedding.dtype)
+            embedding = unsigned_embedding * flips.astype(unsigned_embedding.dtype)
         else:
             signs = _sklearn_signs(data, chunk, eigvec, n_components)
         eigvec = eigvec * signs
@@ -338,7 +339,9 @@ class FunctionalLandscape:
         first = _pad_columns(scores[:, :n_components], n_components)
         if self.method == "pca":
             self.embedding_ = first
-        elif self.tsne_method_ is None:
+        elif embedding is not None:
+            self.embedding_ = embedding
+        else:
             assert perplexity is not None
             self.embedding_ = self._tsne(distances, first, perplexity)
         return self
