@@ -77,18 +77,18 @@ def joint_probabilities(distances: np.ndarray, perplexity: float) -> np.ndarray:
     beta_max = np.full(k, np.inf)
     cond = np.zeros((k, k))
     active = np.arange(k)
-    off_diagonal = ~np.eye(k, dtype=bool)
-    for _ in range(PERPLEXITY_STEPS):
-        rows = sq64[active]
+    for step in range(PERPLEXITY_STEPS):
+        rows = sq64 if active.size == k else sq64[active]
         p = np.exp(-rows * beta[active, None])
-        p[~off_diagonal[active]] = 0.0
+        p[np.arange(active.size), active] = 0.0  # no p_i|i
         total = p.sum(axis=1)
         total[total == 0.0] = EMPTY_ROW_SUM
         p /= total[:, None]
         entropy = np.log(total) + beta[active] * np.einsum("ij,ij->i", rows, p)
         diff = entropy - desired_entropy
-        cond[active] = p
         converged = np.abs(diff) <= PERPLEXITY_TOLERANCE
+        final = converged if step < PERPLEXITY_STEPS - 1 else np.ones_like(converged)
+        cond[active[final]] = p[final]  # a row keeps its last try when the search gives up
         up = ~converged & (diff > 0.0)  # entropy too high: sharpen (beta up)
         down = ~converged & ~(diff > 0.0)
         b = beta[active]
@@ -117,6 +117,7 @@ class _Workspace:
         self.force = np.empty((k, k), dtype=self.dtype)
         self.coords = np.empty((k, n_components + 1), dtype=self.dtype)  # [y, 1]
         self.coords[:, -1] = 1.0
+        self.diagonal = self.kernel.reshape(-1)[:: k + 1]  # a view: zeroing it is one call
 
 
 def kl_gradient(
@@ -158,7 +159,7 @@ def kl_gradient(
         np.divide(kernel, scalar(dof), out=kernel)
         np.add(kernel, scalar(1.0), out=kernel)
         np.power(kernel, scalar((dof + 1.0) / -2.0), out=kernel)
-    np.fill_diagonal(kernel, 0.0)
+    w.diagonal[...] = 0.0
     total = float(kernel.sum())
     force = w.force
     np.multiply(kernel, scalar(1.0 / total), out=force)  # q_ij (< eps only beyond |y| ~ 1e5)
@@ -203,7 +204,7 @@ def _descend(
         inc = update * grad < 0.0
         gains[inc] += 0.2
         gains[~inc] *= 0.8
-        np.clip(gains, MIN_GAIN, np.inf, out=gains)
+        np.maximum(gains, MIN_GAIN, out=gains)  # clip to [0.01, inf)
         grad *= gains
         update = momentum * update - learning_rate * grad
         params += update
