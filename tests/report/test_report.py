@@ -423,3 +423,24 @@ def test_building_a_report_never_imports_torch(study_dir: Path, tmp_path: Path) 
         "print('torch' in sys.modules)"
     )
     assert _last_line_of_a_fresh_build(code, study_dir, tmp_path) == "False"
+
+
+@pytest.mark.parametrize(
+    ("landscape", "words"),
+    [
+        ({}, "t-SNE (exact up to 1,000 checkpoints, Barnes-Hut beyond; perplexity adapted"),
+        (
+            {"tsne_method": "barnes_hut", "perplexity": 12},
+            "(Barnes-Hut, scikit-learn's default; perplexity 12;",
+        ),
+        ({"method": "pca"}, "with PCA (exact; random state 42)"),
+    ],
+)
+def test_setup_names_the_landscape_method(landscape: dict, words: str) -> None:
+    from funcsim.config import StudyConfig
+    from funcsim.report._sections import setup_items
+    from funcsim.report.analysis import Analysis
+
+    study = StudyConfig.model_validate({"landscape": landscape})
+    items = setup_items(study, Analysis(groups=[], problems=[]))
+    assert any(words in item for item in items), items

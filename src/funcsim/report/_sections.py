@@ -113,7 +113,7 @@ def setup_items(study: StudyConfig, analysis: Analysis) -> list[str]:
         items.append(text)
     lc = study.landscape
     perplexity = (
-        "adapted to the number of checkpoints"
+        "perplexity adapted to the number of checkpoints"
         if lc.perplexity is None
         else (f"perplexity {lc.perplexity:g}")
     )
@@ -122,11 +122,11 @@ def setup_items(study: StudyConfig, analysis: Analysis) -> list[str]:
         "exact": "exact",
         "barnes_hut": "Barnes-Hut, scikit-learn's default",
     }[lc.tsne_method]
+    how = f"{variant}; {perplexity}; random state" if lc.method == "tsne" else "exact; random state"
     items.append(
         f"Functional landscape: each checkpoint's softmax outputs flattened into one vector "
         f"and embedded in 2-D with {'t-SNE' if lc.method == 'tsne' else 'PCA'} "
-        f"({f'{variant}, {perplexity}' if lc.method == 'tsne' else 'exact'}, random state "
-        f"{lc.random_state}), as Fort et al. (2019) and the paper do."
+        f"({how} {lc.random_state}), as Fort et al. (2019) and the paper do."
     )
     items.append(
         "Measures, each model against the base on the test set: accuracy and its relative "
