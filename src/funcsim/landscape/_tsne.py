@@ -5,10 +5,10 @@ scikit-learn's exact t-SNE computes each iteration's KL gradient with a Python l
 points (6.8 s for 1,000 iterations at K = 400 here); its Barnes-Hut t-SNE, the default,
 approximates the gradient with a space-partitioning tree (2.5 ms per iteration at K = 400 on
 one core). A landscape has few points, so the exact gradient, written as a few whole-array
-passes over K x K and one small matrix product, is both exact and cheaper: about 1 ms per
-iteration at K = 400, the same as Barnes-Hut at K = 1,000, 1.8x Barnes-Hut's time at 2,000
-(:data:`funcsim.landscape.estimator.EXACT_TSNE_MAX`). Everything else follows scikit-learn's
-exact t-SNE step for step:
+passes over K x K and one small matrix product, is both exact and cheaper: 0.85-1 ms per
+iteration at K = 400. Its cost grows as K^2: it equals Barnes-Hut's at K = 1,000 and is 1.8x
+Barnes-Hut's at 2,000 (:data:`funcsim.landscape.estimator.EXACT_TSNE_MAX`). Everything else
+follows scikit-learn's exact t-SNE step for step:
 
 * ``P``: per-row bisection of the Gaussian precision that gives the perplexity (at most 100
   steps, entropy tolerance 1e-5, on float32 squared distances, as
@@ -229,7 +229,11 @@ def exact_tsne(
 ) -> tuple[np.ndarray, float, int]:
     """Exact t-SNE of ``distances`` (K, K) from ``init`` (K, d): returns the embedding
     (K, d) float32, the final KL divergence and the last iteration's index (scikit-learn's
-    ``n_iter_``)."""
+    ``n_iter_``).
+
+    ``dtype`` is the precision of the K x K work: float32 as scikit-learn's Barnes-Hut
+    gradient, float64 as its exact one (1.5x slower here).
+    """
     k, d = init.shape
     dof = float(max(d - 1, 1))
     p = joint_probabilities(distances, perplexity).astype(dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from funcsim.config import StudyConfig
+from funcsim.landscape.estimator import EXACT_TSNE_MAX
 from funcsim.report import findings
 from funcsim.report._collect import StudyRuns
 from funcsim.report.analysis import (
@@ -118,7 +119,7 @@ def setup_items(study: StudyConfig, analysis: Analysis) -> list[str]:
         else (f"perplexity {lc.perplexity:g}")
     )
     variant = {
-        "auto": "exact up to 1,000 checkpoints, Barnes-Hut beyond",
+        "auto": f"exact up to {EXACT_TSNE_MAX:,} checkpoints, Barnes-Hut beyond",
         "exact": "exact",
         "barnes_hut": "Barnes-Hut, scikit-learn's default",
     }[lc.tsne_method]
