@@ -309,7 +309,7 @@ class FunctionalLandscape:
         self.n_iter_: int | None = None
         self.tsne_method_: str | None = None
         embedding: np.ndarray | None = None
-        if self.method == "tsne" and self._exact_tsne(k):
+        if self.method == "tsne" and self._uses_exact(k):
             # Exact t-SNE is equivariant under flipping a coordinate of its init (every step is
             # sign-symmetric, so the result flips bit for bit): it starts from the unsigned PCA
             # coordinates while the sign pass reads the data again on the other core.
@@ -319,7 +319,7 @@ class FunctionalLandscape:
 
             with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(1) as pool:
                 sign_pass = pool.submit(_sklearn_signs, data, chunk, eigvec, n_components)
-                unsigned_embedding = self._tsne(distances, unsigned, perplexity)
+                unsigned_embedding = self._exact(distances, unsigned, perplexity)
                 signs = sign_pass.result()
             flips = _pad_columns(signs[None, :n_components], n_components, fill=1.0)
             embedding = unsigned_embedding * flips.astype(unsigned_embedding.dtype)
@@ -343,7 +343,7 @@ class FunctionalLandscape:
             self.embedding_ = embedding
         else:
             assert perplexity is not None
-            self.embedding_ = self._tsne(distances, first, perplexity)
+            self.embedding_ = self._barnes_hut(distances, first, perplexity)
         return self
 
     # ------------------------------------------------------------------ internals
@@ -386,36 +386,31 @@ class FunctionalLandscape:
             return int(self.chunk_points)
         return max(1, CHUNK_BYTES // (data.dtype.itemsize * data.k * data.c))
 
-    def _exact_tsne(self, k: int) -> bool:
+    def _uses_exact(self, k: int) -> bool:
         """Whether t-SNE of ``k`` checkpoints runs exact (else Barnes-Hut)."""
         return self.tsne_method == "exact" or (self.tsne_method == "auto" and k <= EXACT_TSNE_MAX)
 
-    def _tsne(self, distances: np.ndarray, first: np.ndarray, perplexity: float) -> np.ndarray:
-        # sklearn's init="pca", operation for operation (float32, std of the first column);
-        # all checkpoints identical: that would divide by zero, so start at random instead
-        first32 = first.astype(np.float32)
-        std = np.std(first32[:, 0])
-        exact = self._exact_tsne(distances.shape[0])
-        self.tsne_method_ = "exact" if exact else "barnes_hut"
-        init: np.ndarray | None = first32 / std * TSNE_INIT_STD if std > 0 else None
-        if not exact:
-            return self._barnes_hut(distances, init, perplexity)
+    def _exact(self, distances: np.ndarray, first: np.ndarray, perplexity: float) -> np.ndarray:
+        """Exact t-SNE (:mod:`funcsim.landscape._tsne`) from the first PCA coordinates."""
         from funcsim.landscape._tsne import exact_tsne
 
+        init = _tsne_init(first)
         if init is None:  # scikit-learn's init="random", drawn as it draws it
             rng = np.random.RandomState(self.random_state)
-            init = TSNE_INIT_STD * rng.standard_normal(size=first32.shape).astype(np.float32)
+            normal = rng.standard_normal(size=first.shape).astype(np.float32)
+            init = TSNE_INIT_STD * normal
         embedding, kl, n_iter = exact_tsne(distances, init, perplexity)
-        self.kl_divergence_, self.n_iter_ = kl, n_iter
+        self.tsne_method_, self.kl_divergence_, self.n_iter_ = "exact", kl, n_iter
         return embedding
 
     def _barnes_hut(
-        self, distances: np.ndarray, init: np.ndarray | None, perplexity: float
+        self, distances: np.ndarray, first: np.ndarray, perplexity: float
     ) -> np.ndarray:
-        """scikit-learn's Barnes-Hut t-SNE (``init`` None: its ``init="random"``)."""
+        """scikit-learn's Barnes-Hut t-SNE from the first PCA coordinates."""
         from sklearn.manifold import TSNE
         from threadpoolctl import threadpool_limits
 
+        init = _tsne_init(first)
         tsne = TSNE(
             n_components=int(self.n_components),
             perplexity=perplexity,
@@ -426,9 +421,19 @@ class FunctionalLandscape:
         threads = 1 if distances.shape[0] <= TSNE_SERIAL_MAX else None
         with threadpool_limits(limits=threads, user_api="openmp"):
             embedding = tsne.fit_transform(distances.copy())  # scikit-learn may write to it
+        self.tsne_method_ = "barnes_hut"
         self.kl_divergence_ = float(tsne.kl_divergence_)
         self.n_iter_ = int(tsne.n_iter_)
         return np.asarray(embedding)
+
+
+def _tsne_init(first: np.ndarray) -> np.ndarray | None:
+    """scikit-learn's ``init="pca"``, operation for operation: the first PCA coordinates in
+    float32, scaled so the first has standard deviation :data:`TSNE_INIT_STD`. None when all
+    checkpoints coincide (that would divide by zero): start at random instead."""
+    first32 = first.astype(np.float32)
+    std = np.std(first32[:, 0])
+    return first32 / std * TSNE_INIT_STD if std > 0 else None
 
 
 def _centred_gram(data: _Checkpoints, chunk: int) -> np.ndarray:
