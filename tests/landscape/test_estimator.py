@@ -307,3 +307,31 @@ def test_connected_groups_equal_scipy_connected_components(seed: int) -> None:
     expected = sorted((g for g in expected if len(g) > 1), key=lambda g: g[0])
     ours = estimator._connected_groups(adjacent)
     assert [g.tolist() for g in ours] == [g.tolist() for g in expected]
+
+
+def test_gram_pass_is_the_same_bit_for_bit_on_any_number_of_threads() -> None:
+    # each chunk is multiplied by a one-thread syrk and the products are added in chunk order,
+    # so how many chunks run at once must not change a bit (t-SNE would amplify any change)
+    sets = make_sets(30, 203, 7, seed=5).astype(np.float32)  # 203 = 5 x 37 + 18: a short last chunk
+    stacked = estimator._Checkpoints(sets)
+    grams = [estimator._centred_gram(stacked, 37, threads=t) for t in (1, 2, 3, 8)]
+    listed = estimator._centred_gram(estimator._Checkpoints(list(sets)), 37, threads=2)
+    for gram in [*grams[1:], listed]:
+        assert np.array_equal(gram, grams[0])
+    raw = sets.astype(np.float64).reshape(len(sets), -1)
+    centred = raw - raw.mean(axis=0)
+    np.testing.assert_allclose(grams[0], centred @ centred.T, rtol=1e-5, atol=1e-5)
+
+
+def test_gram_pass_on_threads_reports_bad_data_and_falls_back_on_overflow() -> None:
+    sets = make_sets(8, 60, 3, seed=6).astype(np.float32)
+    bad = sets.copy()
+    bad[5, 47, 2] = np.inf  # in the sixth chunk of 8 points
+    with pytest.raises(DataError, match=r"prediction_sets\[5\].*points 40\.\.47"):
+        estimator._centred_gram(estimator._Checkpoints(bad), 8, threads=3)
+    huge = sets * np.float32(1e30)
+    raw = huge.astype(np.float64).reshape(8, -1)
+    centred = raw - raw.mean(axis=0)
+    for threads in (1, 3):
+        gram = estimator._centred_gram(estimator._Checkpoints(huge), 8, threads=threads)
+        np.testing.assert_allclose(gram, centred @ centred.T, rtol=1e-6)

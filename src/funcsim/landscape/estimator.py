@@ -14,7 +14,9 @@ array, into one vector of ``N * C`` numbers and embed all vectors with scikit-le
    is ``O(K^2 + K * chunk)``. Float64 inputs are multiplied in float64; float32/float16
    inputs (stored predictions are float32) in float32, twice as fast, each chunk's product
    added to the float64 sum (:data:`CHUNK_BYTES` keeps chunks short, so the float32 sums are
-   short too). The same pass checks the data are finite.
+   short too). The chunks are multiplied one per core at a time, each by a one-thread
+   ``syrk``, and their products added in chunk order, so ``G`` does not depend on the number
+   of cores. The same pass checks the data are finite.
 2. **Distances.** ``d_ij^2 = G_ii + G_jj - 2 G_ij``: the Euclidean distances between the raw
    flattened vectors (centring does not move them), i.e. exactly what t-SNE on the raw vectors
    computes. With float32 products the error of ``G`` is a few 1e-8 of its largest entry, so a
@@ -58,19 +60,26 @@ Perplexity defaults to :func:`default_perplexity` of the number of checkpoints.
 
 from __future__ import annotations
 
+import os
+import queue
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy.linalg.blas import get_blas_funcs
 
 from funcsim.errors import ConfigError, DataError
+from funcsim.landscape._blas import syrk_upper
 
 CHUNK_BYTES = 16 * 2**20
 """Target size of one chunk ``(K, points * C)`` in the Gram pass, in its compute dtype (16 MiB:
 the float32 products then sum over at most ``16 MiB / 4 / K`` columns, 10,485 at K = 400)."""
+
+GRAM_THREADS_MAX = 16
+"""The Gram pass multiplies at most this many chunks at once (each holds a :data:`CHUNK_BYTES`
+buffer while it does)."""
 
 SHIFT_ROWS = 64
 """The Gram pass shifts each chunk's columns by their mean over at most this many rows."""
@@ -161,12 +170,16 @@ class _Checkpoints:
         """Yield ``(first column, block)``: (K, points * C) blocks of consecutive test points,
         in the stored dtype (views of a stacked array, no copy)."""
         for a in range(0, self.n, points_per_chunk):
-            b = min(self.n, a + points_per_chunk)
-            if self.stacked is not None:
-                block = np.asarray(self.stacked[:, a:b, :])
-            else:
-                block = np.stack([np.asarray(s[a:b]) for s in self.sets])
-            yield a * self.c, block.reshape(self.k, (b - a) * self.c)
+            yield a * self.c, self.block(a, min(self.n, a + points_per_chunk))
+
+    def block(self, a: int, b: int) -> np.ndarray:
+        """Test points ``a:b`` of every checkpoint as one (K, (b - a) * C) array (a view of a
+        stacked array, else a copy)."""
+        if self.stacked is not None:
+            block = np.asarray(self.stacked[:, a:b, :])
+        else:
+            block = np.stack([np.asarray(s[a:b]) for s in self.sets])
+        return block.reshape(self.k, (b - a) * self.c)
 
     def check_finite(self, block: np.ndarray, column: int) -> None:
         """Raise DataError naming the first checkpoint with NaN/inf in ``block``."""
@@ -436,30 +449,69 @@ def _tsne_init(first: np.ndarray) -> np.ndarray | None:
     return first32 / std * TSNE_INIT_STD if std > 0 else None
 
 
-def _centred_gram(data: _Checkpoints, chunk: int) -> np.ndarray:
+def _centred_gram(data: _Checkpoints, chunk: int, threads: int | None = None) -> np.ndarray:
     """``J X X^T J`` accumulated in float64 over column blocks of X.
 
     Each block is shifted by its columns' mean across (sampled) rows (summed in ``data.dtype``:
-    only a shift, so it need not be exact), into one reused buffer, and multiplied in
+    only a shift, so it need not be exact) into a reused buffer, and multiplied in
     ``data.dtype``; the shift keeps the entries, and so the products' rounding, small. Any
     per-column shift leaves distances unchanged, and the final double centring ``J G J`` (float64,
     ``K x K``) removes what an inexact mean left of it, so the result is the centred Gram
     matrix.
+
+    Up to ``threads`` blocks (default: the usable cores, at most :data:`GRAM_THREADS_MAX`) are
+    shifted and multiplied at once, each by a one-thread BLAS ``syrk`` that releases the GIL
+    (:mod:`funcsim.landscape._blas`); the calling thread adds the products in block order. Each
+    product is computed the same way whatever the number of threads, so the result does not
+    depend on it (bit for bit: tests/landscape check it).
     """
+    from threadpoolctl import threadpool_limits
+
+    ranges = [(a, min(data.n, a + chunk)) for a in range(0, data.n, chunk)]
+    n_threads = max(1, min(threads or _usable_cores(), GRAM_THREADS_MAX, len(ranges)))
+    # one buffer per thread, reused: a fresh 16 MiB block per chunk page-faults
+    buffers: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+    for _ in range(n_threads):
+        buffers.put(np.empty((data.k, min(chunk, data.n) * data.c), dtype=data.dtype))
+
+    def product(a: int, b: int) -> np.ndarray:
+        raw = data.block(a, b)
+        buffer = buffers.get()
+        try:
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf are reported below
+                block = _centre(raw, data.dtype, out=buffer[:, : raw.shape[1]])
+            upper = syrk_upper(block)
+            if not np.isfinite(np.diagonal(upper)).all():
+                data.check_finite(raw, a * data.c)  # NaN/inf in the data: raises
+                # finite data, so float32 overflowed: multiply in float64 instead
+                upper = syrk_upper(np.subtract(raw, raw.mean(axis=0, dtype=np.float64)))
+            return upper
+        finally:
+            buffers.put(buffer)
+
     gram = np.zeros((data.k, data.k), dtype=np.float64)
-    buffer: np.ndarray | None = None  # reused: a fresh 16 MiB block per chunk page-faults
-    for column, raw in data.blocks(chunk):
-        if buffer is None or buffer.shape != raw.shape:
-            buffer = np.empty(raw.shape, dtype=data.dtype)
-        block = _centre(raw, data.dtype, out=buffer)
-        product = _syrk(block)
-        if not np.isfinite(np.diagonal(product)).all():
-            data.check_finite(raw, column)  # NaN/inf in the data: raises
-            block = np.subtract(raw, raw.mean(axis=0, dtype=np.float64))  # float32 overflowed
-            product = _syrk(block)
-        gram += product
-    upper = np.triu(gram)
-    return _double_centre(upper + np.triu(upper, 1).T)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if n_threads == 1:
+            for a, b in ranges:
+                gram += product(a, b)
+        else:
+            with ThreadPoolExecutor(n_threads) as pool:
+                pending: deque[Future[np.ndarray]] = deque()
+                for a, b in ranges:
+                    pending.append(pool.submit(product, a, b))
+                    if len(pending) > n_threads:  # keep at most one product waiting
+                        gram += pending.popleft().result()
+                while pending:
+                    gram += pending.popleft().result()
+    return _double_centre(gram + np.triu(gram, 1).T)
+
+
+def _usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _centre(raw: np.ndarray, dtype: np.dtype, out: np.ndarray | None = None) -> np.ndarray:
@@ -490,14 +542,6 @@ def _double_centre(gram: np.ndarray) -> np.ndarray:
     return centred
 
 
-def _syrk(block: np.ndarray) -> np.ndarray:
-    """Upper triangle of ``block @ block.T`` (BLAS syrk: half the work of a product)."""
-    syrk = get_blas_funcs("syrk", (block,))
-    # block is C-ordered (K, L), so block.T is Fortran-ordered: no copy; trans=1 -> A^T A
-    product: np.ndarray = syrk(1.0, block.T, trans=1, lower=0)
-    return product
-
-
 def _refine_close_pairs(
     data: _Checkpoints, chunk: int, gram: np.ndarray, distances: np.ndarray
 ) -> np.ndarray:
@@ -523,7 +567,7 @@ def _refine_close_pairs(
         for a, b, acc in zip(starts[:-1], starts[1:], grams, strict=True):
             block = rows[a:b]
             block -= block.mean(axis=0, keepdims=True)
-            acc += _syrk(block)
+            acc += syrk_upper(block)
     out = distances.copy()
     for group, acc in zip(groups, grams, strict=True):
         upper = np.triu(acc)
