@@ -18,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from funcsim._system import available_cores
 from funcsim._worker_server import worker_context
 from funcsim.executors._base import Executor
 from funcsim.study.execute import JobOutcome, run_job_safely
@@ -33,14 +34,6 @@ One, as a Ray task gets: the thread count changes float rounding (the last bit o
 predictions), so the default executors agree bit for bit; the quick study's small models
 gain nothing from more threads, and on a busy machine OpenMP threads that wait for each
 other made it 10-20x slower (measured: over 580 s instead of 45 s on 2 loaded cores)."""
-
-
-def available_cores() -> int:
-    """CPU cores this process may use (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def threads_per_worker(workers: int) -> int:

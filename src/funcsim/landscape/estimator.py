@@ -60,7 +60,6 @@ Perplexity defaults to :func:`default_perplexity` of the number of checkpoints.
 
 from __future__ import annotations
 
-import os
 import queue
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -70,6 +69,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from funcsim._system import available_cores
 from funcsim.errors import ConfigError, DataError
 from funcsim.landscape._blas import syrk_upper
 
@@ -468,7 +468,7 @@ def _centred_gram(data: _Checkpoints, chunk: int, threads: int | None = None) ->
     from threadpoolctl import threadpool_limits
 
     ranges = [(a, min(data.n, a + chunk)) for a in range(0, data.n, chunk)]
-    n_threads = max(1, min(threads or _usable_cores(), GRAM_THREADS_MAX, len(ranges)))
+    n_threads = max(1, min(threads or available_cores(), GRAM_THREADS_MAX, len(ranges)))
     # one buffer per thread, reused: a fresh 16 MiB block per chunk page-faults
     buffers: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
     for _ in range(n_threads):
@@ -504,14 +504,6 @@ def _centred_gram(data: _Checkpoints, chunk: int, threads: int | None = None) ->
                 while pending:
                     gram += pending.popleft().result()
     return _double_centre(gram + np.triu(gram, 1).T)
-
-
-def _usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def _centre(raw: np.ndarray, dtype: np.dtype, out: np.ndarray | None = None) -> np.ndarray:
