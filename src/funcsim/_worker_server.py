@@ -13,6 +13,8 @@ imports, the driver imports what its report will need on the other core
 (:func:`funcsim.report.preload`). Measured (BENCHMARKS.md): the process tree of ``funcsim run
 --jobs 2`` needs half the memory (the workers share the server's pages), and the quick study
 runs in 0.67-0.69 of its ``--jobs 1`` time (0.94-0.97 when the CLI imported torch first).
+When its driver is gone the server exits without the interpreter's teardown
+(:mod:`funcsim._server_exit`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ PRELOAD = (
     "torch.optim",
     "funcsim.study.execute",
     "funcsim.compress",
+    "funcsim._server_exit",  # last: its exit handler runs first and skips the teardown
 )
 """Modules the server imports before it forks the first worker."""
 

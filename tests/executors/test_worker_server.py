@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers.tiny_study import tiny_config
 
-from funcsim._worker_server import start_early, start_method, worker_context
+from funcsim._worker_server import PRELOAD, start_early, start_method, worker_context
 from funcsim.executors import get_executor
 from funcsim.study import expand, run_study
 
@@ -82,3 +82,41 @@ def test_a_worker_exits_when_its_driver_is_killed() -> None:
         assert not _alive(worker), "an orphaned worker kept running"
     finally:
         driver.kill()
+
+
+SERVER_TEARDOWN_DRIVER = """
+import os
+import funcsim._worker_server as server
+server.PRELOAD = ("helpers.teardown_marker", *server.PRELOAD)  # registers its handler first
+from funcsim.executors import get_executor
+ex = get_executor("local", jobs=2)
+pool = ex._new_pool()
+print(pool.submit(os.getppid).result(), flush=True)  # the server, all of PRELOAD imported
+pool.shutdown()
+"""
+
+
+def test_the_server_exits_without_the_interpreter_teardown(tmp_path: Path) -> None:
+    # The server's last preload registers an exit handler that runs before every other (and
+    # before the teardown of torch's objects) and ends the process: a handler registered
+    # earlier, as torch's are, must never run, and nothing may be left of the server.
+    marker = tmp_path / "teardown-ran"
+    tests_dir = Path(__file__).resolve().parents[1]
+    env = os.environ.copy()
+    env["FUNCSIM_TEST_TEARDOWN_MARKER"] = str(marker)
+    env["PYTHONPATH"] = os.pathsep.join([str(tests_dir), env.get("PYTHONPATH", "")])
+    driver = subprocess.run(
+        [sys.executable, "-c", SERVER_TEARDOWN_DRIVER],
+        capture_output=True,  # returns once every holder of the pipes, the server too, is gone
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    server = int(driver.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while _alive(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(server)
+    assert not marker.exists(), "the server ran the interpreter's teardown"
+    assert PRELOAD[-1] == "funcsim._server_exit"
