@@ -15,6 +15,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE, trustworthiness
 from threadpoolctl import threadpool_limits
 
+from funcsim._system import available_cores
 from funcsim.errors import ConfigError, DataError
 from funcsim.landscape import FunctionalLandscape, default_perplexity, estimator
 from funcsim.landscape._tsne import exact_tsne
@@ -335,3 +336,17 @@ def test_gram_pass_on_threads_reports_bad_data_and_falls_back_on_overflow() -> N
     for threads in (1, 3):
         gram = estimator._centred_gram(estimator._Checkpoints(huge), 8, threads=threads)
         np.testing.assert_allclose(gram, centred @ centred.T, rtol=1e-6)
+
+
+def test_gram_pass_threads_are_capped_by_cores_chunks_and_memory() -> None:
+    f32 = np.dtype(np.float32)
+    assert estimator._gram_threads(400, f32, 97, None) == min(
+        available_cores(), estimator.GRAM_THREADS_MAX
+    )
+    assert estimator._gram_threads(400, f32, 97, 3) == 3
+    assert estimator._gram_threads(400, f32, 2, 8) == 2  # no more threads than chunks
+    assert estimator._gram_threads(400, f32, 97, 64) == estimator.GRAM_THREADS_MAX
+    # 5,000 checkpoints: 100 MB per float32 product, so 4 threads keep 5 under 512 MiB
+    assert estimator._gram_threads(5000, f32, 97, 16) == 4
+    assert estimator._gram_threads(5000, np.dtype(np.float64), 97, 16) == 1
+    assert estimator._gram_threads(20_000, f32, 97, 16) == 1  # never fewer than one

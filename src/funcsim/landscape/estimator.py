@@ -81,6 +81,11 @@ GRAM_THREADS_MAX = 16
 """The Gram pass multiplies at most this many chunks at once (each holds a :data:`CHUNK_BYTES`
 buffer while it does)."""
 
+GRAM_PRODUCTS_BYTES = 512 * 2**20
+"""... and no more than keep its ``K x K`` products in memory (at most one per thread and one
+more) under this: 0.6 MiB each at K = 400, so no limit there; 100 MiB each at K = 5,000, so
+4 threads."""
+
 SHIFT_ROWS = 64
 """The Gram pass shifts each chunk's columns by their mean over at most this many rows."""
 
@@ -459,16 +464,15 @@ def _centred_gram(data: _Checkpoints, chunk: int, threads: int | None = None) ->
     ``K x K``) removes what an inexact mean left of it, so the result is the centred Gram
     matrix.
 
-    Up to ``threads`` blocks (default: the usable cores, at most :data:`GRAM_THREADS_MAX`) are
-    shifted and multiplied at once, each by a one-thread BLAS ``syrk`` that releases the GIL
-    (:mod:`funcsim.landscape._blas`); the calling thread adds the products in block order. Each
-    product is computed the same way whatever the number of threads, so the result does not
-    depend on it (bit for bit: tests/landscape check it).
+    Up to :func:`_gram_threads` blocks are shifted and multiplied at once, each by a one-thread
+    BLAS ``syrk`` that releases the GIL (:mod:`funcsim.landscape._blas`); the calling thread
+    adds the products in block order. Each product is computed the same way whatever the number
+    of threads, so the result does not depend on it (bit for bit: tests/landscape check it).
     """
     from threadpoolctl import threadpool_limits
 
     ranges = [(a, min(data.n, a + chunk)) for a in range(0, data.n, chunk)]
-    n_threads = max(1, min(threads or available_cores(), GRAM_THREADS_MAX, len(ranges)))
+    n_threads = _gram_threads(data.k, data.dtype, len(ranges), threads)
     # one buffer per thread, reused: a fresh 16 MiB block per chunk page-faults
     buffers: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
     for _ in range(n_threads):
@@ -504,6 +508,14 @@ def _centred_gram(data: _Checkpoints, chunk: int, threads: int | None = None) ->
                 while pending:
                     gram += pending.popleft().result()
     return _double_centre(gram + np.triu(gram, 1).T)
+
+
+def _gram_threads(k: int, dtype: np.dtype, n_chunks: int, threads: int | None) -> int:
+    """Threads of the Gram pass: ``threads`` (default: the usable cores), at most
+    :data:`GRAM_THREADS_MAX`, one per chunk, and as many as :data:`GRAM_PRODUCTS_BYTES` allows
+    ``K x K`` products in ``dtype`` (one per thread and one waiting); at least 1."""
+    by_memory = GRAM_PRODUCTS_BYTES // (k * k * dtype.itemsize) - 1
+    return max(1, min(threads or available_cores(), GRAM_THREADS_MAX, n_chunks, by_memory))
 
 
 def _centre(raw: np.ndarray, dtype: np.dtype, out: np.ndarray | None = None) -> np.ndarray:
