@@ -10,13 +10,13 @@ array, into one vector of ``N * C`` numbers and embed all vectors with scikit-le
    ``G += X_chunk @ X_chunk.T`` (BLAS ``syrk``: one triangle, half a matrix product) into
    a float64 ``G``; a final double centring ``J G J`` (``J = I - 11^T / K``, float64,
    ``K x K``) makes ``G`` the centred Gram matrix ``J X X^T J`` of the raw vectors exactly,
-   whatever the rounding of the means (they only keep the products' entries small). Memory
-   is ``O(K^2 + K * chunk)``. Float64 inputs are multiplied in float64; float32/float16
-   inputs (stored predictions are float32) in float32, twice as fast, each chunk's product
-   added to the float64 sum (:data:`CHUNK_BYTES` keeps chunks short, so the float32 sums are
-   short too). The chunks are multiplied one per core at a time, each by a one-thread
-   ``syrk``, and their products added in chunk order, so ``G`` does not depend on the number
-   of cores. The same pass checks the data are finite.
+   whatever the rounding of the means (they only keep the products' entries small). Float64
+   inputs are multiplied in float64; float32/float16 inputs (stored predictions are float32)
+   in float32, twice as fast, each chunk's product added to the float64 sum
+   (:data:`CHUNK_BYTES` keeps chunks short, so the float32 sums are short too). The chunks
+   are multiplied one per core at a time, each by a one-thread ``syrk``, and their products
+   added in chunk order, so ``G`` does not depend on the number of cores. Memory is
+   ``O(threads * (K^2 + K * chunk))``. The same pass checks the data are finite.
 2. **Distances.** ``d_ij^2 = G_ii + G_jj - 2 G_ij``: the Euclidean distances between the raw
    flattened vectors (centring does not move them), i.e. exactly what t-SNE on the raw vectors
    computes. With float32 products the error of ``G`` is a few 1e-8 of its largest entry, so a
