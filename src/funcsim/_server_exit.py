@@ -15,14 +15,16 @@ server never run it: multiprocessing ends them with ``os._exit``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 
 
 def _exit_now() -> None:
     for stream in (sys.stdout, sys.stderr):
-        if stream is not None:
-            stream.flush()
+        with contextlib.suppress(Exception):  # e.g. closed by a test harness: exit all the same
+            if stream is not None:
+                stream.flush()
     os._exit(0)
 
 
