@@ -1,0 +1,305 @@
+"""LeNet's first stage (3x3 conv -> 2x2 max-pool -> ReLU) as one fused CPU kernel.
+
+Eagerly, that stage writes a full-size convolution map, pools it with int64 indices and, in
+the backward pass, fills and scatters into a map of zeros before the weight gradient reads it
+back: about a fifth of a LeNet training step for under 5 % of its arithmetic (BENCHMARKS.md,
+item 15). ``_kernels/conv3x3_pool2.c`` keeps each pooled window's four outputs in vector
+registers and sends the weight gradient only to the position each maximum came from.
+
+The C file is compiled once per machine with the system's C compiler (``$CC``, else ``cc``,
+``gcc`` or ``clang``) into ``$FUNCSIM_KERNEL_DIR`` (default ``~/.cache/funcsim/kernels``) and
+loaded with :mod:`ctypes`; the call releases the GIL. Where there is no compiler, or with
+``FUNCSIM_FUSED_KERNELS=0``, LeNet runs PyTorch's own kernels: same function, slower.
+
+Outputs are bit for bit those of PyTorch's kernels on the machines measured (the 9-tap sums
+run in the same order); gradients agree to float32 rounding (a different summation order) and
+do not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeGuard
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+__all__ = ["ENABLE_ENV", "KERNEL_DIR_ENV", "conv_pool_relu", "fusable", "kernel_library"]
+
+ENABLE_ENV = "FUNCSIM_FUSED_KERNELS"
+KERNEL_DIR_ENV = "FUNCSIM_KERNEL_DIR"
+_SOURCE = "conv3x3_pool2.c"
+_CI_MAX = 3  # the kernel keeps 9 x Ci weight vectors in registers
+_log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_tried = False
+
+
+def _enabled() -> bool:
+    return os.environ.get(ENABLE_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC")
+    if cc:
+        return cc
+    for name in ("cc", "gcc", "clang"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _flags() -> list[str]:
+    """Optimisation flags; vector ISA flags only where PyTorch found the CPU has them."""
+    flags = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-pthread"]
+    capability = torch.backends.cpu.get_cpu_capability()
+    if platform.machine().lower() in {"x86_64", "amd64"} and capability in {"AVX2", "AVX512"}:
+        flags += ["-mavx2", "-mfma"]
+    return flags
+
+
+def _kernel_dir() -> Path:
+    env = os.environ.get(KERNEL_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME")
+    return (Path(cache) if cache else Path("~/.cache").expanduser()) / "funcsim" / "kernels"
+
+
+def _build(cc: str, source: bytes, flags: list[str]) -> Path:
+    """Compile once and return the library's path; its name is a hash of source and flags."""
+    key = hashlib.sha256(
+        b"\0".join([source, " ".join(flags).encode(), platform.machine().encode()])
+    ).hexdigest()[:16]
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    for directory in (_kernel_dir(), Path(tempfile.gettempdir()) / f"funcsim-kernels-{user}"):
+        target = directory / f"conv3x3_pool2-{key}.so"
+        if target.exists():
+            return target
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=directory) as work:
+                src = Path(work) / _SOURCE
+                src.write_bytes(source)
+                built = Path(work) / "out.so"
+                subprocess.run(
+                    [cc, *flags, "-o", str(built), str(src)],
+                    check=True,
+                    capture_output=True,
+                    timeout=120,
+                )
+                # Atomic: workers compiling at the same moment each replace it with the same file.
+                os.replace(built, target)
+            return target
+        except OSError as error:  # unwritable cache: try the next place
+            _log.debug("funcsim: cannot build kernels in %s: %s", directory, error)
+    raise OSError("no writable folder for funcsim's compiled kernels")
+
+
+def kernel_library() -> ctypes.CDLL | None:
+    """The compiled fused kernels, or None (disabled, no compiler, or the build failed)."""
+    global _library, _tried
+    if not _enabled():
+        return None
+    with _lock:
+        if _tried:
+            return _library
+        _tried = True
+        cc = _compiler()
+        if cc is None:
+            _log.info("funcsim: no C compiler found; LeNet uses PyTorch's kernels")
+            return None
+        try:
+            source = resources.files("funcsim.models").joinpath("_kernels", _SOURCE).read_bytes()
+            library = ctypes.CDLL(str(_build(cc, source, _flags())))
+        except (OSError, subprocess.SubprocessError) as error:
+            detail = getattr(error, "stderr", b"") or b""
+            _log.info(
+                "funcsim: fused kernels unavailable (%s %s); LeNet uses PyTorch's kernels",
+                error,
+                detail.decode(errors="replace")[-500:],
+            )
+            return None
+        pointer, long, integer = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+        for name in ("funcsim_conv3x3_pool2_forward", "funcsim_conv3x3_pool2_backward"):
+            function = getattr(library, name)
+            function.argtypes = [pointer] * 5 + [long] * 5 + [integer]
+            function.restype = integer
+        _library = library
+        return library
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    """Forward or backward hooks on the module (pruning's masks, quantization observers...)."""
+    return any(
+        getattr(module, name, None)
+        for name in (
+            "_forward_hooks",
+            "_forward_pre_hooks",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+        )
+    )
+
+
+def _global_hooks() -> bool:
+    from torch.nn.modules import module as module_impl
+
+    return any(
+        getattr(module_impl, name, None)
+        for name in (
+            "_global_forward_hooks",
+            "_global_forward_pre_hooks",
+            "_global_backward_hooks",
+            "_global_backward_pre_hooks",
+        )
+    )
+
+
+def _pair(value: Any) -> tuple[Any, Any]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)  # type: ignore[return-value]
+
+
+def fusable(conv: nn.Module, relu: nn.Module, pool: nn.Module, x: Tensor) -> TypeGuard[nn.Conv2d]:
+    """Whether ``relu(pool(conv(x)))`` can run as the fused kernel, with the same result.
+
+    Only plain modules of exactly the kernel's configuration, float32 channels-last CPU input
+    that needs no gradient, no autocast, tracing or hooks; anything else runs eagerly.
+    """
+    if not (type(conv) is nn.Conv2d and type(relu) is nn.ReLU and type(pool) is nn.MaxPool2d):
+        return False
+    if not (
+        type(x) is Tensor
+        and x.dim() == 4
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not x.requires_grad
+        and x.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return False
+    weight, bias = conv.weight, conv.bias
+    if weight.dtype != torch.float32 or weight.device.type != "cpu":
+        return False
+    if bias is not None and (bias.dtype != torch.float32 or bias.device.type != "cpu"):
+        return False
+    if not (
+        tuple(conv.kernel_size) == (3, 3)
+        and tuple(conv.stride) == (1, 1)
+        and tuple(conv.padding) == (0, 0)
+        and tuple(conv.dilation) == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and 1 <= conv.in_channels <= _CI_MAX
+        and conv.out_channels % 8 == 0
+        and x.shape[1] == conv.in_channels
+        and min(x.shape[2], x.shape[3]) >= 4
+    ):
+        return False
+    if not (
+        _pair(pool.kernel_size) == (2, 2)
+        and _pair(pool.stride or pool.kernel_size) == (2, 2)
+        and _pair(pool.padding) == (0, 0)
+        and _pair(pool.dilation) == (1, 1)
+        and not pool.ceil_mode
+        and not pool.return_indices
+    ):
+        return False
+    if torch.is_autocast_enabled("cpu") or torch.jit.is_tracing():
+        return False
+    if _has_hooks(conv) or _has_hooks(relu) or _has_hooks(pool) or _global_hooks():
+        return False
+    return _enabled() and kernel_library() is not None
+
+
+class _ConvPoolReLU(torch.autograd.Function):
+    """relu(max_pool2d(conv2d(x, weight, bias), 2)), 3x3 kernel; x (B, Ci, H, W) channels-last."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, record: bool) -> Tensor:
+        library = kernel_library()
+        assert library is not None
+        batch, ci, h, w = x.shape
+        co = weight.shape[0]
+        taps = weight.detach().permute(2, 3, 1, 0).contiguous()  # (3, 3, Ci, Co)
+        bias_c = bias.detach().contiguous() if bias is not None else None
+        out = torch.empty((batch, (h - 2) // 2, (w - 2) // 2, co), dtype=torch.float32)
+        code = torch.empty(out.shape, dtype=torch.int32) if record else None
+        status = library.funcsim_conv3x3_pool2_forward(
+            x.data_ptr(),
+            taps.data_ptr(),
+            bias_c.data_ptr() if bias_c is not None else None,
+            out.data_ptr(),
+            code.data_ptr() if code is not None else None,
+            batch,
+            h,
+            w,
+            ci,
+            co,
+            torch.get_num_threads(),
+        )
+        if status != 0:
+            raise RuntimeError(f"fused conv-pool kernel failed (status {status})")
+        if record:
+            ctx.save_for_backward(x, code)
+            ctx.weight_layout = (weight.shape, weight.stride())
+        return out.permute(0, 3, 1, 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[None, Tensor | None, Tensor | None, None]:
+        library = kernel_library()
+        assert library is not None
+        x, code = ctx.saved_tensors
+        batch, ci, h, w = x.shape
+        co = code.shape[-1]
+        grad = grad_out.permute(0, 2, 3, 1).contiguous()  # (B, Hp, Wp, Co)
+        grad_taps = torch.empty((3, 3, ci, co), dtype=torch.float32)
+        grad_bias = torch.empty(co, dtype=torch.float32)
+        status = library.funcsim_conv3x3_pool2_backward(
+            x.data_ptr(),
+            grad.data_ptr(),
+            code.data_ptr(),
+            grad_taps.data_ptr(),
+            grad_bias.data_ptr(),
+            batch,
+            h,
+            w,
+            ci,
+            co,
+            torch.get_num_threads(),
+        )
+        if status != 0:
+            raise RuntimeError(f"fused conv-pool kernel failed (status {status})")
+        # The weight's own memory format (channels-last after fit), as autograd would give it.
+        grad_weight = torch.empty_strided(*ctx.weight_layout, dtype=torch.float32)
+        grad_weight.copy_(grad_taps.permute(3, 2, 0, 1))
+        return (
+            None,
+            grad_weight if ctx.needs_input_grad[1] else None,
+            grad_bias if ctx.needs_input_grad[2] else None,
+            None,
+        )
+
+
+def conv_pool_relu(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """The fused stage for a ``conv`` that :func:`fusable` accepted: (B, Ci, H, W) ->
+    (B, Co, (H-2)//2, (W-2)//2), channels-last."""
+    weight, bias = conv.weight, conv.bias
+    record = torch.is_grad_enabled() and (
+        weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    out: Tensor = _ConvPoolReLU.apply(x, weight, bias, record)
+    return out

@@ -1,0 +1,242 @@
+/* LeNet's first stage, fused: 3x3 convolution (stride 1, no padding) -> 2x2 max-pool -> ReLU.
+ *
+ * Why: eagerly, the convolution writes a (B, Co, H-2, W-2) map (5.5 MB per batch of 64 for
+ * Fashion-MNIST), max-pool reads it back and writes int64 indices, and the backward pass fills
+ * a map of zeros, scatters into it and reads it again for the weight gradient: memory traffic
+ * for little arithmetic, a fifth of a training step. Here a pooled cell's four convolution
+ * outputs stay in vector registers; only the pooled map (a quarter of the size) and a one-byte
+ * code per value are written, and the weight gradient visits only the position each pooled
+ * value came from.
+ *
+ * Layouts (all contiguous, float32 unless noted):
+ *   x      (B, H, W, Ci)           channels-last input, Ci <= CI_MAX
+ *   w      (3, 3, Ci, Co)          weights, [ky][kx][ci][co]; Co a multiple of 8
+ *   bias   (Co) or NULL
+ *   out    (B, Hp, Wp, Co)         relu(max over the 2x2 window of conv); Hp = (H-2)/2,
+ *                                  Wp = (W-2)/2 (the pool's floor mode)
+ *   code   (B, Hp, Wp, Co) int32   window position 0..3 of the maximum (2*dy + dx; the first
+ *                                  maximum in row-major order, or a NaN, as PyTorch's
+ *                                  max-pool picks it), or 4 where the ReLU passes no gradient
+ *                                  (maximum <= 0); NULL when no gradient is wanted
+ *   grad   (B, Hp, Wp, Co)         gradient of the loss with respect to out
+ *   dw     (3, 3, Ci, Co), db (Co) gradients with respect to w and bias (overwritten)
+ *
+ * The work is split over channels in groups of 8 (one 256-bit vector, written with GCC/Clang
+ * vector extensions, so it also compiles for CPUs without AVX) and over the batch. The
+ * backward pass sums the gradient of each fixed chunk of CHUNK images separately and adds the
+ * chunks in order, so its result is the same bit for bit on any number of threads.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK 16
+#define CI_MAX 3
+#define MAX_THREADS 64
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+static inline v8f load8(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
+static inline void store8(float *p, v8f v) { memcpy(p, &v, sizeof v); }
+static inline v8f select8(v8i mask, v8f a, v8f b)
+{
+    return (v8f)(((v8i)a & mask) | ((v8i)b & ~mask));
+}
+
+typedef struct {
+    const float *x, *w, *bias, *grad;
+    float *out, *dw, *db; /* backward: dw, db hold one partial sum per chunk */
+    int32_t *code;        /* forward: written (or NULL) */
+    const int32_t *codes; /* backward: read */
+    long batch, width, ci, co, hp, wp, in_size, out_size;
+    int threads, thread;
+} task_t;
+
+/* One image; `ci` is a compile-time constant at each call site, so the taps unroll. */
+static inline __attribute__((always_inline)) void forward_image(
+    const task_t *t, const float *restrict x, float *restrict out, int32_t *restrict code, long ci)
+{
+    const long width = t->width, co = t->co;
+    const v8f zero = {0};
+    v8f wv[9 * CI_MAX];
+    for (long o = 0; o < co; o += 8) {
+        for (long k = 0; k < 9 * ci; k++) wv[k] = load8(t->w + k * co + o);
+        const v8f bias = t->bias ? load8(t->bias + o) : zero;
+        for (long i = 0; i < t->hp; i++) {
+            for (long j = 0; j < t->wp; j++) {
+                const float *patch = x + (2 * i * width + 2 * j) * ci;
+                /* The window's four outputs side by side: four independent FMA chains. */
+                v8f acc[4] = {bias, bias, bias, bias};
+                for (int ky = 0; ky < 3; ky++)
+                    for (int kx = 0; kx < 3; kx++)
+                        for (long c = 0; c < ci; c++) {
+                            const v8f wk = wv[(ky * 3 + kx) * ci + c];
+                            for (int q = 0; q < 4; q++)
+                                acc[q] += wk * patch[((ky + (q >> 1)) * width + kx + (q & 1)) * ci + c];
+                        }
+                v8f best = acc[0];
+                v8i arg = {0};
+                for (int q = 1; q < 4; q++) {
+                    const v8i take = (acc[q] > best) | (acc[q] != acc[q]);
+                    best = select8(take, acc[q], best);
+                    arg = (arg & ~take) | (take & q);
+                }
+                const long at = (i * t->wp + j) * co + o;
+                /* ReLU; a NaN passes through, as torch.relu lets it. */
+                store8(out + at, select8((best > 0) | (best != best), best, zero));
+                if (code) {
+                    const v8i inactive = best <= 0;
+                    const v8i c = (arg & ~inactive) | (inactive & 4);
+                    memcpy(code + at, &c, sizeof c);
+                }
+            }
+        }
+    }
+}
+
+static void *forward_worker(void *arg)
+{
+    const task_t *t = (const task_t *)arg;
+    for (long b = t->thread; b < t->batch; b += t->threads) {
+        const float *x = t->x + b * t->in_size;
+        float *out = t->out + b * t->out_size;
+        int32_t *code = t->code ? t->code + b * t->out_size : NULL;
+        if (t->ci == 1)
+            forward_image(t, x, out, code, 1);
+        else if (t->ci == 2)
+            forward_image(t, x, out, code, 2);
+        else
+            forward_image(t, x, out, code, 3);
+    }
+    return NULL;
+}
+
+/* Adds one image's gradient to the chunk's partial sums dw, db. */
+static inline __attribute__((always_inline)) void backward_image(
+    const task_t *t, const float *restrict x, const float *restrict grad,
+    const int32_t *restrict code, float *restrict dw, float *restrict db, long ci)
+{
+    const long width = t->width, co = t->co;
+    const v8f zero = {0};
+    v8f dwv[9 * CI_MAX];
+    for (long o = 0; o < co; o += 8) {
+        for (long k = 0; k < 9 * ci; k++) dwv[k] = load8(dw + k * co + o);
+        v8f dbv = load8(db + o);
+        for (long i = 0; i < t->hp; i++) {
+            for (long j = 0; j < t->wp; j++) {
+                const long at = (i * t->wp + j) * co + o;
+                const v8f g = load8(grad + at);
+                v8i c;
+                memcpy(&c, code + at, sizeof c);
+                dbv += select8(c < 4, g, zero);
+                const float *patch = x + (2 * i * width + 2 * j) * ci;
+                for (int q = 0; q < 4; q++) {
+                    const v8f gq = select8(c == q, g, zero);
+                    const float *p = patch + ((q >> 1) * width + (q & 1)) * ci;
+                    for (int ky = 0; ky < 3; ky++)
+                        for (int kx = 0; kx < 3; kx++)
+                            for (long c2 = 0; c2 < ci; c2++)
+                                dwv[(ky * 3 + kx) * ci + c2] += gq * p[(ky * width + kx) * ci + c2];
+                }
+            }
+        }
+        for (long k = 0; k < 9 * ci; k++) store8(dw + k * co + o, dwv[k]);
+        store8(db + o, dbv);
+    }
+}
+
+static void *backward_worker(void *arg)
+{
+    const task_t *t = (const task_t *)arg;
+    const long wsize = 9 * t->ci * t->co, chunks = (t->batch + CHUNK - 1) / CHUNK;
+    for (long k = t->thread; k < chunks; k += t->threads) {
+        float *dw = t->dw + k * wsize, *db = t->db + k * t->co;
+        memset(dw, 0, sizeof(float) * wsize);
+        memset(db, 0, sizeof(float) * t->co);
+        const long end = (k + 1) * CHUNK < t->batch ? (k + 1) * CHUNK : t->batch;
+        for (long b = k * CHUNK; b < end; b++) {
+            const float *x = t->x + b * t->in_size, *grad = t->grad + b * t->out_size;
+            const int32_t *code = t->codes + b * t->out_size;
+            if (t->ci == 1)
+                backward_image(t, x, grad, code, dw, db, 1);
+            else if (t->ci == 2)
+                backward_image(t, x, grad, code, dw, db, 2);
+            else
+                backward_image(t, x, grad, code, dw, db, 3);
+        }
+    }
+    return NULL;
+}
+
+/* Runs fn on `threads` threads, the calling one included. If a thread cannot be started, the
+ * ones that did are joined and the calling thread does all the work: same result, slower. */
+static void run_threads(void *(*fn)(void *), const task_t *base, int threads)
+{
+    pthread_t ids[MAX_THREADS];
+    task_t tasks[MAX_THREADS];
+    threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+    for (int n = 0; n < threads; n++) {
+        tasks[n] = *base;
+        tasks[n].threads = threads;
+        tasks[n].thread = n;
+    }
+    int started = 1;
+    while (started < threads && pthread_create(&ids[started], NULL, fn, &tasks[started]) == 0)
+        started++;
+    if (started < threads) {
+        for (int n = 1; n < started; n++) pthread_join(ids[n], NULL);
+        task_t serial = *base;
+        serial.threads = 1;
+        serial.thread = 0;
+        fn(&serial);
+        return;
+    }
+    fn(&tasks[0]);
+    for (int n = 1; n < threads; n++) pthread_join(ids[n], NULL);
+}
+
+static int bad_shape(long h, long width, long ci, long co)
+{
+    return h < 4 || width < 4 || ci < 1 || ci > CI_MAX || co < 8 || co % 8 != 0;
+}
+
+/* Returns 0, or -2 for shapes this kernel does not handle. */
+int funcsim_conv3x3_pool2_forward(const float *x, const float *w, const float *bias, float *out,
+                                  int32_t *code, long batch, long h, long width, long ci, long co,
+                                  int threads)
+{
+    if (bad_shape(h, width, ci, co)) return -2;
+    const long hp = (h - 2) / 2, wp = (width - 2) / 2;
+    const task_t t = {.x = x, .w = w, .bias = bias, .out = out, .code = code, .batch = batch,
+                      .width = width, .ci = ci, .co = co, .hp = hp, .wp = wp,
+                      .in_size = h * width * ci, .out_size = hp * wp * co};
+    run_threads(forward_worker, &t, threads);
+    return 0;
+}
+
+/* Returns 0, -1 when out of memory, or -2 for shapes this kernel does not handle. */
+int funcsim_conv3x3_pool2_backward(const float *x, const float *grad, const int32_t *code,
+                                   float *dw, float *db, long batch, long h, long width, long ci,
+                                   long co, int threads)
+{
+    if (bad_shape(h, width, ci, co)) return -2;
+    const long hp = (h - 2) / 2, wp = (width - 2) / 2;
+    const long wsize = 9 * ci * co, chunks = (batch + CHUNK - 1) / CHUNK;
+    float *parts = malloc(sizeof(float) * (size_t)(chunks * (wsize + co)));
+    if (!parts) return -1;
+    const task_t t = {.x = x, .grad = grad, .codes = code, .dw = parts,
+                      .db = parts + chunks * wsize, .batch = batch, .width = width, .ci = ci,
+                      .co = co, .hp = hp, .wp = wp, .in_size = h * width * ci,
+                      .out_size = hp * wp * co};
+    run_threads(backward_worker, &t, threads);
+    memset(dw, 0, sizeof(float) * wsize);
+    memset(db, 0, sizeof(float) * co);
+    for (long k = 0; k < chunks; k++) {
+        for (long i = 0; i < wsize; i++) dw[i] += parts[k * wsize + i];
+        for (long o = 0; o < co; o++) db[o] += parts[chunks * wsize + k * co + o];
+    }
+    free(parts);
+    return 0;
+}

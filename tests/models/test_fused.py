@@ -1,0 +1,249 @@
+"""LeNet's fused first stage (3x3 conv -> 2x2 max-pool -> ReLU) against PyTorch's kernels."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import prune
+
+from funcsim.models import _fused
+from funcsim.models.lenet import LeNet
+
+CL = torch.channels_last
+
+
+def _lenet(channels: int, height: int, width: int, seed: int = 0) -> LeNet:
+    torch.manual_seed(seed)
+    model = LeNet(in_channels=channels, num_classes=10, image_size=(height, width))
+    return model.to(memory_format=CL)
+
+
+def _stage(model: LeNet) -> tuple[nn.Conv2d, nn.Module, nn.Module]:
+    conv, relu, pool = list(model.features)[:3]
+    assert isinstance(conv, nn.Conv2d)
+    return conv, relu, pool
+
+
+def _eager_grads(model: LeNet, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    conv, relu, pool = _stage(model)
+    out = relu(pool(conv(x)))
+    weight_grad, bias_grad = torch.autograd.grad(out, (conv.weight, conv.bias), grad)
+    return out, weight_grad, bias_grad
+
+
+def _assert_sums_close(value: torch.Tensor, expected: torch.Tensor) -> None:
+    """Sums of thousands of terms in another order: equal to 1e-5 of the largest magnitude."""
+    assert value.shape == expected.shape
+    assert (value - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+def test_the_kernel_builds_here() -> None:
+    """CI has a C compiler: the fused kernel must build and load (else LeNet silently slows)."""
+    assert _fused.kernel_library() is not None
+
+
+@pytest.mark.parametrize(
+    ("channels", "height", "width", "batch"),
+    [(1, 28, 28, 64), (3, 32, 32, 37), (1, 27, 29, 5), (2, 10, 13, 1), (1, 10, 11, 3)],
+)
+def test_fused_stage_matches_pytorch(channels: int, height: int, width: int, batch: int) -> None:
+    model = _lenet(channels, height, width)
+    conv, relu, pool = _stage(model)
+    with torch.no_grad():  # non-zero biases, so a missing bias would show
+        conv.bias.uniform_(-0.2, 0.2)
+    # shifted negative: many windows hold only negative values (no gradient)
+    x = (torch.randn(batch, channels, height, width) - 0.5).contiguous(memory_format=CL)
+    assert _fused.fusable(conv, relu, pool, x)
+    out = _fused.conv_pool_relu(conv, x)
+    grad = torch.randn_like(out)
+    weight_grad, bias_grad = torch.autograd.grad(out, (conv.weight, conv.bias), grad)
+
+    ref, ref_weight_grad, ref_bias_grad = _eager_grads(model, x, grad)
+    assert out.shape == ref.shape
+    assert out.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    assert (out == 0).float().mean() > 0.05  # the ReLU did cut something
+    _assert_sums_close(weight_grad, ref_weight_grad)
+    _assert_sums_close(bias_grad, ref_bias_grad)
+    assert weight_grad.stride() == conv.weight.stride()
+
+
+def test_ties_send_the_gradient_where_pytorch_sends_it() -> None:
+    """Equal values in a window: the first in row-major order takes the gradient, as in max-pool.
+
+    Integer inputs and a weight with one non-zero tap make the window's four outputs tie
+    often while their 3x3 patches differ, so the other taps' gradients tell which won.
+    """
+    model = _lenet(1, 12, 12)
+    conv, _, _ = _stage(model)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:, 0, 0, 0] = 1.0
+        conv.bias.fill_(0.5)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 3, (8, 1, 12, 12), generator=generator).float()
+    x = x.contiguous(memory_format=CL)
+    out = _fused.conv_pool_relu(conv, x)
+    grad = torch.randint(1, 4, out.shape, generator=generator).float()
+    weight_grad, bias_grad = torch.autograd.grad(out, (conv.weight, conv.bias), grad)
+    ref, ref_weight_grad, ref_bias_grad = _eager_grads(model, x, grad)
+    # small integers: every sum is exact, so equal means the same positions were chosen
+    assert torch.equal(out, ref)
+    assert torch.equal(weight_grad, ref_weight_grad)
+    assert torch.equal(bias_grad, ref_bias_grad)
+
+
+def test_gradients_do_not_depend_on_the_thread_count() -> None:
+    model = _lenet(1, 28, 28)
+    conv, _, _ = _stage(model)
+    x = torch.rand(50, 1, 28, 28).contiguous(memory_format=CL)
+    grads = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out = _fused.conv_pool_relu(conv, x)
+            grads.append(torch.autograd.grad(out, (conv.weight, conv.bias), torch.ones_like(out)))
+    finally:
+        torch.set_num_threads(before)
+    for weight_grad, bias_grad in grads[1:]:
+        assert torch.equal(weight_grad, grads[0][0])
+        assert torch.equal(bias_grad, grads[0][1])
+
+
+def test_lenet_trains_with_the_fused_stage_like_the_eager_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A few Adam steps: the same loss to float32 rounding, the same predictions."""
+    fused_model = _lenet(1, 28, 28)
+    eager_model = copy.deepcopy(fused_model)
+    generator = torch.Generator().manual_seed(1)
+    batches = [
+        (
+            torch.rand(32, 1, 28, 28, generator=generator),
+            torch.randint(0, 10, (32,), generator=generator),
+        )
+        for _ in range(5)
+    ]
+
+    def train(model: LeNet) -> list[float]:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        losses = []
+        for x, y in batches:
+            loss = F.cross_entropy(model(x.contiguous(memory_format=CL)), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses
+
+    fused_losses = train(fused_model)
+    monkeypatch.setenv(_fused.ENABLE_ENV, "0")
+    assert not _fused.fusable(*_stage(eager_model), batches[0][0])
+    eager_losses = train(eager_model)
+    assert fused_losses == pytest.approx(eager_losses, rel=1e-5)
+    for a, b in zip(fused_model.parameters(), eager_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_inference_mode_runs_fused_and_records_nothing() -> None:
+    model = _lenet(3, 32, 32).eval()
+    x = torch.rand(6, 3, 32, 32).contiguous(memory_format=CL)
+    with torch.inference_mode():
+        out = model(x)
+    torch.testing.assert_close(out, model.classifier(model.features(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_unsupported_inputs_and_modules_run_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _lenet(3, 32, 32)
+    conv, relu, pool = _stage(model)
+    x = torch.rand(4, 3, 32, 32).contiguous(memory_format=CL)
+    assert _fused.fusable(conv, relu, pool, x)
+    assert not _fused.fusable(conv, relu, pool, x.contiguous())  # NCHW, 3 channels
+    assert not _fused.fusable(conv, relu, pool, x.double())
+    assert not _fused.fusable(conv, relu, pool, x.clone().requires_grad_())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not _fused.fusable(conv, relu, pool, x)
+    handle = conv.register_forward_hook(lambda *args: None)
+    assert not _fused.fusable(conv, relu, pool, x)
+    handle.remove()
+    assert not _fused.fusable(conv, relu, nn.MaxPool2d(2, ceil_mode=True), x)
+    assert not _fused.fusable(conv, relu, nn.MaxPool2d(3), x)
+    assert not _fused.fusable(nn.Conv2d(3, 32, 3, padding=1), relu, pool, x)
+    assert not _fused.fusable(nn.Conv2d(3, 12, 3), relu, pool, x)  # not a multiple of 8
+    monkeypatch.setenv(_fused.ENABLE_ENV, "0")
+    assert not _fused.fusable(conv, relu, pool, x)
+
+
+def test_input_gradients_still_flow() -> None:
+    """Saliency-style use: an input that needs a gradient takes PyTorch's path and gets one."""
+    model = _lenet(1, 28, 28)
+    x = torch.rand(3, 1, 28, 28).requires_grad_()
+    model(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_a_pruned_lenet_uses_its_masks() -> None:
+    """Pruning's masks live in forward pre-hooks; the fused path must not bypass them."""
+    model = _lenet(1, 28, 28)
+    conv, relu, pool = _stage(model)
+    prune.global_unstructured([(conv, "weight")], prune.L1Unstructured, amount=0.7)
+    x = torch.rand(5, 1, 28, 28).contiguous(memory_format=CL)
+    assert not _fused.fusable(conv, relu, pool, x)
+    masked = model(x)
+    prune.remove(conv, "weight")
+    assert _fused.fusable(conv, relu, pool, x)
+    torch.testing.assert_close(model(x), masked, rtol=1e-5, atol=1e-6)
+
+
+def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+CHECK = """
+import torch
+from funcsim.models import _fused
+from funcsim.models.lenet import LeNet
+model = LeNet(in_channels=1, num_classes=10, image_size=(28, 28))
+x = torch.rand(4, 1, 28, 28)
+out = model(x)
+assert out.shape == (4, 10) and torch.isfinite(out).all()
+print("library", _fused.kernel_library() is not None)
+"""
+
+
+def test_the_kernel_is_built_once_into_the_kernel_folder(tmp_path: Path) -> None:
+    env = {_fused.KERNEL_DIR_ENV: str(tmp_path)}
+    first = _run(CHECK, env)
+    assert first.returncode == 0, first.stderr
+    assert "library True" in first.stdout
+    built = list(tmp_path.glob("conv3x3_pool2-*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    # the next process loads it, even without a compiler
+    second = _run(CHECK, {**env, "CC": "/nonexistent/cc"})
+    assert "library True" in second.stdout, second.stderr
+    assert built[0].stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [built[0].name]  # no temporary left behind
+
+
+def test_without_a_compiler_lenet_runs_pytorchs_kernels(tmp_path: Path) -> None:
+    result = _run(CHECK, {_fused.KERNEL_DIR_ENV: str(tmp_path), "CC": "/nonexistent/cc"})
+    assert result.returncode == 0, result.stderr
+    assert "library False" in result.stdout
+    assert not list(tmp_path.glob("*.so"))
