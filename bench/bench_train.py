@@ -13,6 +13,8 @@ batch 64, Adam lr 1e-3, with torch's default thread count (all cores):
 * ``funcsim fit``: trajectory capture (test-set softmax after every epoch) and weight
   copies included; its training-only rate and its capture share (the time of one capture,
   the test-set softmax, against one training epoch) are reported too.
+* ``funcsim fit``, unfused: the same with LeNet's fused first stage switched off
+  (``FUNCSIM_FUSED_KERNELS=0``), PyTorch's kernels only; the ratio is the kernel's gain.
 * ``funcsim bf16``: the ``sound`` protocol's precision. ``fit`` uses bf16 autocast only where
   it is native (CUDA, or a CPU with AVX512-BF16/AMX) and trains in float32 elsewhere; the
   emulated autocast's rate is measured too (forced), to show why it is not used there.
@@ -39,7 +41,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -50,6 +52,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from funcsim.compress.distill import compute_logits, distill
 from funcsim.config import TrainConfig
 from funcsim.data import Dataset, load_dataset
+from funcsim.models._fused import ENABLE_ENV
 from funcsim.similarity import disagreement
 from funcsim.train import bf16_supported, build_model, fit, resolve_device
 
@@ -168,6 +171,20 @@ def funcsim_fit(
     }
 
 
+@contextlib.contextmanager
+def _fused_kernels(enabled: bool) -> Iterator[None]:
+    """``fit`` with LeNet's fused first stage (the default) or PyTorch's kernels only."""
+    saved = os.environ.get(ENABLE_ENV)
+    os.environ[ENABLE_ENV] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[ENABLE_ENV]
+        else:
+            os.environ[ENABLE_ENV] = saved
+
+
 def _forced_bf16() -> contextlib.AbstractContextManager[object]:
     """Make ``fit`` take bf16 autocast for native even where the CPU only emulates it."""
     return mock.patch("funcsim.train.fit.bf16_supported", return_value=True)
@@ -257,9 +274,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     fits: dict[str, dict[str, float]] = {}
 
-    def fit_run(key: str, precision: str = "fp32", force: bool = False) -> Callable[[], float]:
+    def fit_run(
+        key: str, precision: str = "fp32", force: bool = False, fused: bool = True
+    ) -> Callable[[], float]:
         def run() -> float:
-            r = funcsim_fit(data, epochs, precision, force_bf16=force)
+            with _fused_kernels(fused):
+                r = funcsim_fit(data, epochs, precision, force_bf16=force)
             if key not in fits or r["images_per_s_total"] > fits[key]["images_per_s_total"]:
                 fits[key] = r
             return r["images_per_s_total"]
@@ -272,6 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "plain_dataloader": lambda: plain_loop(data, epochs, dataloader=True, device=device),
             "plain_tensor": lambda: plain_loop(data, epochs, dataloader=False, device=device),
             "fit": fit_run("fit"),
+            "fit_unfused": fit_run("fit_unfused", fused=False),
             "bf16": fit_run("bf16", "bf16"),
         },
     )
@@ -307,6 +328,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "speedup_vs_plain_dataloader": ours["images_per_s_total"] / rates["plain_dataloader"],
         "speedup_vs_plain_tensor": ours["images_per_s_total"] / rates["plain_tensor"],
         "fraction_of_matmul_rate": ours["images_per_s_train"] * flops / (gflops * 1e9),
+        "funcsim_unfused_img_s_train_only": fits["fit_unfused"]["images_per_s_train"],
+        "fused_first_stage_speedup": (
+            ours["images_per_s_train"] / fits["fit_unfused"]["images_per_s_train"]
+        ),
         "capture_share_of_epoch": ours["capture_share"],
         "bf16_native": bf16_supported(device),
         "bf16_img_s": fits["bf16"]["images_per_s_total"],

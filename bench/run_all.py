@@ -121,6 +121,11 @@ def bench_train(quick: bool, tmp: Path) -> tuple[list[Row], dict]:
             ">= 60 %",
             _met(f["fraction_of_matmul_rate"] >= 0.60),
         ),
+        Row(
+            "  fit, fused first stage / PyTorch's kernels (training rate)",
+            f"{f['fused_first_stage_speedup']:.2f}x "
+            f"({f['funcsim_unfused_img_s_train_only']:,.0f} without)",
+        ),
     ]
     native = f["bf16_native"]
     bf16 = f["bf16_speedup_vs_plain_tensor"]
