@@ -247,3 +247,11 @@ def test_without_a_compiler_lenet_runs_pytorchs_kernels(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "library False" in result.stdout
     assert not list(tmp_path.glob("*.so"))
+
+
+def test_an_unwritable_kernel_folder_falls_back_to_the_temporary_one(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the kernel folder should be")
+    result = _run(CHECK, {_fused.KERNEL_DIR_ENV: str(blocker / "kernels")})
+    assert result.returncode == 0, result.stderr
+    assert "library True" in result.stdout

@@ -35,7 +35,15 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["ENABLE_ENV", "KERNEL_DIR_ENV", "conv_pool_relu", "fusable", "kernel_library"]
+__all__ = [
+    "ENABLE_ENV",
+    "KERNEL_DIR_ENV",
+    "conv_pool_relu",
+    "enabled",
+    "fusable",
+    "hooked",
+    "kernel_library",
+]
 
 ENABLE_ENV = "FUNCSIM_FUSED_KERNELS"
 KERNEL_DIR_ENV = "FUNCSIM_KERNEL_DIR"
@@ -47,7 +55,8 @@ _library: ctypes.CDLL | None = None
 _tried = False
 
 
-def _enabled() -> bool:
+def enabled() -> bool:
+    """False when ``FUNCSIM_FUSED_KERNELS`` is 0/false/no/off: LeNet then runs plain PyTorch."""
     return os.environ.get(ENABLE_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
@@ -91,28 +100,31 @@ def _build(cc: str, source: bytes, flags: list[str]) -> Path:
             return target
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=directory) as work:
-                src = Path(work) / _SOURCE
-                src.write_bytes(source)
-                built = Path(work) / "out.so"
-                subprocess.run(
-                    [cc, *flags, "-o", str(built), str(src)],
-                    check=True,
-                    capture_output=True,
-                    timeout=120,
-                )
-                # Atomic: workers compiling at the same moment each replace it with the same file.
-                os.replace(built, target)
-            return target
+            work = Path(tempfile.mkdtemp(dir=directory))
         except OSError as error:  # unwritable cache: try the next place
             _log.debug("funcsim: cannot build kernels in %s: %s", directory, error)
+            continue
+        try:
+            src, built = work / _SOURCE, work / "out.so"
+            src.write_bytes(source)
+            subprocess.run(
+                [cc, *flags, "-o", str(built), str(src)],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            # Atomic: workers compiling at the same moment each replace it with the same file.
+            os.replace(built, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return target
     raise OSError("no writable folder for funcsim's compiled kernels")
 
 
 def kernel_library() -> ctypes.CDLL | None:
     """The compiled fused kernels, or None (disabled, no compiler, or the build failed)."""
     global _library, _tried
-    if not _enabled():
+    if not enabled():
         return None
     with _lock:
         if _tried:
@@ -123,7 +135,8 @@ def kernel_library() -> ctypes.CDLL | None:
             _log.info("funcsim: no C compiler found; LeNet uses PyTorch's kernels")
             return None
         try:
-            source = resources.files("funcsim.models").joinpath("_kernels", _SOURCE).read_bytes()
+            kernels = resources.files("funcsim.models").joinpath("_kernels")
+            source = kernels.joinpath(_SOURCE).read_bytes()
             library = ctypes.CDLL(str(_build(cc, source, _flags())))
         except (OSError, subprocess.SubprocessError) as error:
             detail = getattr(error, "stderr", b"") or b""
@@ -140,6 +153,11 @@ def kernel_library() -> ctypes.CDLL | None:
             function.restype = integer
         _library = library
         return library
+
+
+def hooked(*modules: nn.Module) -> bool:
+    """Whether any of the modules, or every module (global hooks), has a forward/backward hook."""
+    return any(_has_hooks(module) for module in modules) or _global_hooks()
 
 
 def _has_hooks(module: nn.Module) -> bool:
@@ -219,9 +237,9 @@ def fusable(conv: nn.Module, relu: nn.Module, pool: nn.Module, x: Tensor) -> Typ
         return False
     if torch.is_autocast_enabled("cpu") or torch.jit.is_tracing():
         return False
-    if _has_hooks(conv) or _has_hooks(relu) or _has_hooks(pool) or _global_hooks():
+    if hooked(conv, relu, pool):
         return False
-    return _enabled() and kernel_library() is not None
+    return enabled() and kernel_library() is not None
 
 
 class _ConvPoolReLU(torch.autograd.Function):
