@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +171,7 @@ def test_unsupported_inputs_and_modules_run_eagerly(monkeypatch: pytest.MonkeyPa
     assert not _fused.fusable(conv, relu, pool, x.contiguous())  # NCHW, 3 channels
     assert not _fused.fusable(conv, relu, pool, x.double())
     assert not _fused.fusable(conv, relu, pool, x.clone().requires_grad_())
+    assert not _fused.fusable(conv, relu, pool, x[:0])  # an empty batch
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not _fused.fusable(conv, relu, pool, x)
     handle = conv.register_forward_hook(lambda *args: None)
@@ -240,6 +242,14 @@ def test_the_kernel_is_built_once_into_the_kernel_folder(tmp_path: Path) -> None
     assert "library True" in second.stdout, second.stderr
     assert built[0].stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [built[0].name]  # no temporary left behind
+
+
+def test_cc_may_name_a_wrapper_and_its_compiler(tmp_path: Path) -> None:
+    """``CC="env gcc"``: the words of $CC are the command, as make would run it."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    assert gcc is not None
+    result = _run(CHECK, {_fused.KERNEL_DIR_ENV: str(tmp_path), "CC": f"env {gcc}"})
+    assert "library True" in result.stdout, result.stderr
 
 
 def test_without_a_compiler_lenet_runs_pytorchs_kernels(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -60,14 +61,15 @@ def enabled() -> bool:
     return os.environ.get(ENABLE_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
-def _compiler() -> str | None:
-    cc = os.environ.get("CC")
+def _compiler() -> list[str] | None:
+    """``$CC`` (which may carry words, e.g. ``ccache gcc``), else cc, gcc or clang on PATH."""
+    cc = os.environ.get("CC", "").strip()
     if cc:
-        return cc
+        return shlex.split(cc)
     for name in ("cc", "gcc", "clang"):
         found = shutil.which(name)
         if found:
-            return found
+            return [found]
     return None
 
 
@@ -88,7 +90,7 @@ def _kernel_dir() -> Path:
     return (Path(cache) if cache else Path("~/.cache").expanduser()) / "funcsim" / "kernels"
 
 
-def _build(cc: str, source: bytes, flags: list[str]) -> Path:
+def _build(cc: list[str], source: bytes, flags: list[str]) -> Path:
     """Compile once and return the library's path; its name is a hash of source and flags."""
     key = hashlib.sha256(
         b"\0".join([source, " ".join(flags).encode(), platform.machine().encode()])
@@ -108,7 +110,7 @@ def _build(cc: str, source: bytes, flags: list[str]) -> Path:
             src, built = work / _SOURCE, work / "out.so"
             src.write_bytes(source)
             subprocess.run(
-                [cc, *flags, "-o", str(built), str(src)],
+                [*cc, *flags, "-o", str(built), str(src)],
                 check=True,
                 capture_output=True,
                 timeout=120,
@@ -205,6 +207,7 @@ def fusable(conv: nn.Module, relu: nn.Module, pool: nn.Module, x: Tensor) -> Typ
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and not x.requires_grad
+        and x.shape[0] > 0
         and x.is_contiguous(memory_format=torch.channels_last)
     ):
         return False
