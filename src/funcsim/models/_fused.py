@@ -245,34 +245,29 @@ def fusable(conv: nn.Module, relu: nn.Module, pool: nn.Module, x: Tensor) -> Typ
     return enabled() and kernel_library() is not None
 
 
+def _call(entry: str, tensors: tuple[Tensor | None, ...], shape: torch.Size, co: int) -> None:
+    """Run a C entry point on the tensors' memory (None: NULL); ``shape`` is x's (B, Ci, H, W)."""
+    library = kernel_library()
+    assert library is not None
+    batch, ci, h, w = shape
+    pointers = (t.data_ptr() if t is not None else None for t in tensors)
+    status = getattr(library, entry)(*pointers, batch, h, w, ci, co, torch.get_num_threads())
+    if status != 0:
+        raise RuntimeError(f"fused conv-pool kernel {entry} failed (status {status})")
+
+
 class _ConvPoolReLU(torch.autograd.Function):
     """relu(max_pool2d(conv2d(x, weight, bias), 2)), 3x3 kernel; x (B, Ci, H, W) channels-last."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, record: bool) -> Tensor:
-        library = kernel_library()
-        assert library is not None
-        batch, ci, h, w = x.shape
+        batch, _, h, w = x.shape
         co = weight.shape[0]
         taps = weight.detach().permute(2, 3, 1, 0).contiguous()  # (3, 3, Ci, Co)
         bias_c = bias.detach().contiguous() if bias is not None else None
         out = torch.empty((batch, (h - 2) // 2, (w - 2) // 2, co), dtype=torch.float32)
         code = torch.empty(out.shape, dtype=torch.int32) if record else None
-        status = library.funcsim_conv3x3_pool2_forward(
-            x.data_ptr(),
-            taps.data_ptr(),
-            bias_c.data_ptr() if bias_c is not None else None,
-            out.data_ptr(),
-            code.data_ptr() if code is not None else None,
-            batch,
-            h,
-            w,
-            ci,
-            co,
-            torch.get_num_threads(),
-        )
-        if status != 0:
-            raise RuntimeError(f"fused conv-pool kernel failed (status {status})")
+        _call("funcsim_conv3x3_pool2_forward", (x, taps, bias_c, out, code), x.shape, co)
         if record:
             ctx.save_for_backward(x, code)
             ctx.weight_layout = (weight.shape, weight.stride())
@@ -281,29 +276,13 @@ class _ConvPoolReLU(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[None, Tensor | None, Tensor | None, None]:
-        library = kernel_library()
-        assert library is not None
         x, code = ctx.saved_tensors
-        batch, ci, h, w = x.shape
+        ci = x.shape[1]
         co = code.shape[-1]
         grad = grad_out.permute(0, 2, 3, 1).contiguous()  # (B, Hp, Wp, Co)
         grad_taps = torch.empty((3, 3, ci, co), dtype=torch.float32)
         grad_bias = torch.empty(co, dtype=torch.float32)
-        status = library.funcsim_conv3x3_pool2_backward(
-            x.data_ptr(),
-            grad.data_ptr(),
-            code.data_ptr(),
-            grad_taps.data_ptr(),
-            grad_bias.data_ptr(),
-            batch,
-            h,
-            w,
-            ci,
-            co,
-            torch.get_num_threads(),
-        )
-        if status != 0:
-            raise RuntimeError(f"fused conv-pool kernel failed (status {status})")
+        _call("funcsim_conv3x3_pool2_backward", (x, grad, code, grad_taps, grad_bias), x.shape, co)
         # The weight's own memory format (channels-last after fit), as autograd would give it.
         grad_weight = torch.empty_strided(*ctx.weight_layout, dtype=torch.float32)
         grad_weight.copy_(grad_taps.permute(3, 2, 0, 1))
