@@ -40,9 +40,7 @@ __all__ = [
     "ENABLE_ENV",
     "KERNEL_DIR_ENV",
     "conv_pool_relu",
-    "enabled",
     "fusable",
-    "hooked",
     "kernel_library",
 ]
 
@@ -56,7 +54,7 @@ _library: ctypes.CDLL | None = None
 _tried = False
 
 
-def enabled() -> bool:
+def _enabled() -> bool:
     """False when ``FUNCSIM_FUSED_KERNELS`` is 0/false/no/off: LeNet then runs plain PyTorch."""
     return os.environ.get(ENABLE_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
 
@@ -126,7 +124,7 @@ def _build(cc: list[str], source: bytes, flags: list[str]) -> Path:
 def kernel_library() -> ctypes.CDLL | None:
     """The compiled fused kernels, or None (disabled, no compiler, or the build failed)."""
     global _library, _tried
-    if not enabled():
+    if not _enabled():
         return None
     with _lock:
         if _tried:
@@ -157,35 +155,14 @@ def kernel_library() -> ctypes.CDLL | None:
         return library
 
 
-def hooked(*modules: nn.Module) -> bool:
-    """Whether any of the modules, or every module (global hooks), has a forward/backward hook."""
-    return any(_has_hooks(module) for module in modules) or _global_hooks()
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    """Forward or backward hooks on the module (pruning's masks, quantization observers...)."""
-    return any(
-        getattr(module, name, None)
-        for name in (
-            "_forward_hooks",
-            "_forward_pre_hooks",
-            "_backward_hooks",
-            "_backward_pre_hooks",
-        )
-    )
-
-
-def _global_hooks() -> bool:
+def _hooked(*modules: nn.Module) -> bool:
+    """Forward or backward hooks on any of the modules (pruning's masks, quantization
+    observers...), or on every module (global hooks)."""
     from torch.nn.modules import module as module_impl
 
-    return any(
-        getattr(module_impl, name, None)
-        for name in (
-            "_global_forward_hooks",
-            "_global_forward_pre_hooks",
-            "_global_backward_hooks",
-            "_global_backward_pre_hooks",
-        )
+    kinds = ("forward_hooks", "forward_pre_hooks", "backward_hooks", "backward_pre_hooks")
+    return any(getattr(m, f"_{kind}", None) for m in modules for kind in kinds) or any(
+        getattr(module_impl, f"_global_{kind}", None) for kind in kinds
     )
 
 
@@ -240,9 +217,9 @@ def fusable(conv: nn.Module, relu: nn.Module, pool: nn.Module, x: Tensor) -> Typ
         return False
     if torch.is_autocast_enabled("cpu") or torch.jit.is_tracing():
         return False
-    if hooked(conv, relu, pool):
+    if _hooked(conv, relu, pool):
         return False
-    return enabled() and kernel_library() is not None
+    return kernel_library() is not None  # None when disabled, too
 
 
 def _call(entry: str, tensors: tuple[Tensor | None, ...], shape: torch.Size, co: int) -> None:
