@@ -1,4 +1,5 @@
-"""LeNet's fused first stage (3x3 conv -> 2x2 max-pool -> ReLU) against PyTorch's kernels."""
+"""LeNet's fused stages (3x3 conv -> 2x2 max-pool -> ReLU) against PyTorch's kernels: the
+first stage's fused kernel, and the later stages' pool/ReLU kernel with its sparse backward."""
 
 from __future__ import annotations
 
@@ -204,6 +205,137 @@ def test_a_pruned_lenet_uses_its_masks() -> None:
     prune.remove(conv, "weight")
     assert _fused.fusable(conv, relu, pool, x)
     torch.testing.assert_close(model(x), masked, rtol=1e-5, atol=1e-6)
+
+
+def _sparse_case(
+    ci: int, co: int, height: int, width: int, batch: int, seed: int = 0
+) -> tuple[nn.Conv2d, nn.ReLU, nn.MaxPool2d, torch.Tensor]:
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(ci, co, 3).to(memory_format=CL)
+    with torch.no_grad():
+        conv.bias.uniform_(-0.2, 0.2)
+    # about half the windows' maxima negative, so the ReLU cuts some of them
+    x = torch.randn(batch, ci, height, width).sub(0.2).contiguous(memory_format=CL)
+    return conv, nn.ReLU(), nn.MaxPool2d(2), x.requires_grad_()
+
+
+def _sparse_and_eager(
+    conv: nn.Conv2d, relu: nn.Module, pool: nn.Module, x: torch.Tensor, grad_seed: int = 1
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """(out, dx, dw, db) from the sparse stage and from PyTorch's modules."""
+    out = _fused.conv_then_pool_relu(conv, x)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed))
+    ref = relu(pool(conv(x)))
+    wrt = (x, conv.weight, conv.bias)
+    return (
+        (out, *torch.autograd.grad(out, wrt, grad)),
+        (ref, *torch.autograd.grad(ref, wrt, grad)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("ci", "co", "height", "width", "batch"),
+    [(32, 64, 13, 13, 64), (16, 8, 12, 12, 17), (32, 16, 4, 4, 1), (16, 24, 7, 10, 3)],
+)
+def test_sparse_stage_matches_pytorch(
+    ci: int, co: int, height: int, width: int, batch: int
+) -> None:
+    conv, relu, pool, x = _sparse_case(ci, co, height, width, batch)
+    assert _fused.sparse_fusable(conv, relu, pool, x)
+    (out, dx, dw, db), (ref, ref_dx, ref_dw, ref_db) = _sparse_and_eager(conv, relu, pool, x)
+    # the same oneDNN convolution, then exact max and ReLU: the same bits
+    assert torch.equal(out, ref)
+    assert out.is_contiguous(memory_format=CL)
+    assert (out == 0).float().mean() > 0.05  # the ReLU did cut something
+    for value, expected in ((dx, ref_dx), (dw, ref_dw), (db, ref_db)):
+        _assert_sums_close(value, expected)
+        assert value.stride() == expected.stride()
+
+
+def test_sparse_stage_sends_tied_gradients_where_pytorch_sends_them() -> None:
+    """Small integers everywhere: every sum is exact, so equal gradients mean the same
+    window positions were chosen (ties: the first maximum in row-major order)."""
+    conv, relu, pool, _ = _sparse_case(16, 8, 10, 10, 6)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randint(-1, 2, conv.weight.shape, generator=generator).float())
+        conv.weight[:, :, 1:, :] = 0  # one kernel row only: neighbouring outputs tie often
+        conv.bias.fill_(1.0)
+    x = torch.randint(0, 2, (6, 16, 10, 10), generator=generator).float()
+    x = x.contiguous(memory_format=CL).requires_grad_()
+    out = _fused.conv_then_pool_relu(conv, x)
+    grad = torch.randint(1, 4, out.shape, generator=generator).float()
+    ref = relu(pool(conv(x)))
+    wrt = (x, conv.weight, conv.bias)
+    for value, expected in zip(
+        torch.autograd.grad(out, wrt, grad), torch.autograd.grad(ref, wrt, grad), strict=True
+    ):
+        assert torch.equal(value, expected)
+    assert torch.equal(out, ref)
+
+
+def test_sparse_gradients_do_not_depend_on_the_thread_count() -> None:
+    conv, _, _, x = _sparse_case(32, 64, 13, 13, 50)
+    grads = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out = _fused.conv_then_pool_relu(conv, x)
+            grads.append(
+                torch.autograd.grad(out, (x, conv.weight, conv.bias), torch.ones_like(out))
+            )
+    finally:
+        torch.set_num_threads(before)
+    for other in grads[1:]:
+        for value, first in zip(other, grads[0], strict=True):
+            assert torch.equal(value, first)
+
+
+def test_sparse_stage_skips_the_input_gradient_nobody_wants() -> None:
+    conv, _, _, x = _sparse_case(32, 16, 9, 9, 8)
+    out = _fused.conv_then_pool_relu(conv, x)
+    dx, dw, db = torch.autograd.grad(out, (x, conv.weight, conv.bias), torch.ones_like(out))
+    frozen = _fused.conv_then_pool_relu(conv, x.detach())
+    assert torch.equal(frozen, out)
+    only_dw, only_db = torch.autograd.grad(frozen, (conv.weight, conv.bias), torch.ones_like(out))
+    assert torch.equal(only_dw, dw) and torch.equal(only_db, db)
+    assert dx.abs().sum() > 0
+    conv.requires_grad_(False)
+    with torch.no_grad():
+        assert torch.equal(_fused.conv_then_pool_relu(conv, x), out)
+
+
+def test_lenet_runs_its_second_stage_sparse() -> None:
+    """The paper's LeNet on 28x28 and 32x32 meets the sparse stage's conditions; the second
+    stage of a pruned one (masks in pre-hooks) does not."""
+    for channels, size in ((1, 28), (3, 32)):
+        model = _lenet(channels, size, size)
+        layers = list(model.features)
+        x = torch.rand(2, channels, size, size).contiguous(memory_format=CL)
+        hidden = layers[2](layers[1](layers[0](x)))
+        assert hidden.is_contiguous(memory_format=CL)
+        assert _fused.sparse_fusable(*layers[3:6], hidden.requires_grad_())
+        assert not _fused.sparse_fusable(*layers[:3], x)  # 1 or 3 input channels
+    model.to(memory_format=torch.contiguous_format)  # torch's pruning views weights flat
+    prune.l1_unstructured(layers[3], "weight", amount=0.5)
+    assert not _fused.sparse_fusable(*layers[3:6], hidden)
+
+
+def test_sparse_stage_refuses_what_it_does_not_compute(monkeypatch: pytest.MonkeyPatch) -> None:
+    conv, relu, pool, x = _sparse_case(32, 64, 13, 13, 4)
+    assert _fused.sparse_fusable(conv, relu, pool, x)
+    assert not _fused.sparse_fusable(conv, relu, pool, x.detach().contiguous())  # NCHW
+    assert not _fused.sparse_fusable(conv, relu, pool, x.detach().double())
+    assert not _fused.sparse_fusable(nn.Conv2d(24, 64, 3), relu, pool, x[:, :24])
+    assert not _fused.sparse_fusable(nn.Conv2d(32, 64, 3, padding=1), relu, pool, x)
+    assert not _fused.sparse_fusable(conv, relu, nn.MaxPool2d(2, ceil_mode=True), x)
+    assert not _fused.sparse_fusable(conv, nn.LeakyReLU(), pool, x)
+    handle = relu.register_forward_hook(lambda *args: None)
+    assert not _fused.sparse_fusable(conv, relu, pool, x)
+    handle.remove()
+    monkeypatch.setenv(_fused.ENABLE_ENV, "0")
+    assert not _fused.sparse_fusable(conv, relu, pool, x)
 
 
 def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
@@ -40,8 +41,10 @@ __all__ = [
     "ENABLE_ENV",
     "KERNEL_DIR_ENV",
     "conv_pool_relu",
+    "conv_then_pool_relu",
     "fusable",
     "kernel_library",
+    "sparse_fusable",
 ]
 
 ENABLE_ENV = "FUNCSIM_FUSED_KERNELS"
@@ -147,9 +150,15 @@ def kernel_library() -> ctypes.CDLL | None:
             )
             return None
         pointer, long, integer = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-        for name in ("funcsim_conv3x3_pool2_forward", "funcsim_conv3x3_pool2_backward"):
+        signatures = {  # name: (pointers, longs)
+            "funcsim_conv3x3_pool2_forward": (5, 5),
+            "funcsim_conv3x3_pool2_backward": (5, 5),
+            "funcsim_pool2_relu_forward": (3, 4),
+            "funcsim_conv3x3_pool2_sparse_backward": (7, 5),
+        }
+        for name, (pointers, longs) in signatures.items():
             function = getattr(library, name)
-            function.argtypes = [pointer] * 5 + [long] * 5 + [integer]
+            function.argtypes = [pointer] * pointers + [long] * longs + [integer]
             function.restype = integer
         _library = library
         return library
@@ -170,12 +179,12 @@ def _pair(value: Any) -> tuple[Any, Any]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)  # type: ignore[return-value]
 
 
-def fusable(conv: nn.Module, relu: nn.Module, pool: nn.Module, x: Tensor) -> TypeGuard[nn.Conv2d]:
-    """Whether ``relu(pool(conv(x)))`` can run as the fused kernel, with the same result.
-
-    Only plain modules of exactly the kernel's configuration, float32 channels-last CPU input
-    that needs no gradient, no autocast, tracing or hooks; anything else runs eagerly.
-    """
+def _plain_stage(
+    conv: nn.Module, relu: nn.Module, pool: nn.Module, x: Tensor
+) -> TypeGuard[nn.Conv2d]:
+    """What both fused stages need: plain modules (a 3x3, stride-1, unpadded convolution with a
+    multiple of 8 output channels, a 2x2 floor-mode max-pool), non-empty float32 channels-last
+    CPU input of at least 4x4, and no autocast, tracing or hooks."""
     if not (type(conv) is nn.Conv2d and type(relu) is nn.ReLU and type(pool) is nn.MaxPool2d):
         return False
     if not (
@@ -183,7 +192,6 @@ def fusable(conv: nn.Module, relu: nn.Module, pool: nn.Module, x: Tensor) -> Typ
         and x.dim() == 4
         and x.device.type == "cpu"
         and x.dtype == torch.float32
-        and not x.requires_grad
         and x.shape[0] > 0
         and x.is_contiguous(memory_format=torch.channels_last)
     ):
@@ -200,7 +208,6 @@ def fusable(conv: nn.Module, relu: nn.Module, pool: nn.Module, x: Tensor) -> Typ
         and tuple(conv.dilation) == (1, 1)
         and conv.groups == 1
         and conv.padding_mode == "zeros"
-        and 1 <= conv.in_channels <= _CI_MAX
         and conv.out_channels % 8 == 0
         and x.shape[1] == conv.in_channels
         and min(x.shape[2], x.shape[3]) >= 4
@@ -217,18 +224,39 @@ def fusable(conv: nn.Module, relu: nn.Module, pool: nn.Module, x: Tensor) -> Typ
         return False
     if torch.is_autocast_enabled("cpu") or torch.jit.is_tracing():
         return False
-    if _hooked(conv, relu, pool):
+    return not _hooked(conv, relu, pool)
+
+
+def fusable(conv: nn.Module, relu: nn.Module, pool: nn.Module, x: Tensor) -> TypeGuard[nn.Conv2d]:
+    """Whether ``relu(pool(conv(x)))`` can run as the fused first-stage kernel, same result.
+
+    Plain modules of exactly the kernel's configuration (at most 3 input channels), float32
+    channels-last CPU input that needs no gradient, no autocast, tracing or hooks; anything
+    else runs eagerly.
+    """
+    if not _plain_stage(conv, relu, pool, x):
         return False
-    return kernel_library() is not None  # None when disabled, too
+    # kernel_library() is None when disabled, too
+    return not x.requires_grad and conv.in_channels <= _CI_MAX and kernel_library() is not None
 
 
-def _call(entry: str, tensors: tuple[Tensor | None, ...], shape: torch.Size, co: int) -> None:
-    """Run a C entry point on the tensors' memory (None: NULL); ``shape`` is x's (B, Ci, H, W)."""
+def sparse_fusable(
+    conv: nn.Module, relu: nn.Module, pool: nn.Module, x: Tensor
+) -> TypeGuard[nn.Conv2d]:
+    """Whether ``relu(pool(conv(x)))`` can run as PyTorch's convolution followed by the
+    pool/ReLU kernel and its sparse backward pass: as :func:`fusable`, but for a multiple of 16
+    input channels, and ``x`` may need a gradient (it gets one)."""
+    if not _plain_stage(conv, relu, pool, x):
+        return False
+    return conv.in_channels % 16 == 0 and kernel_library() is not None
+
+
+def _call(entry: str, tensors: tuple[Tensor | None, ...], sizes: tuple[int, ...]) -> None:
+    """Run a C entry point on the tensors' memory (None: NULL), then the sizes it takes."""
     library = kernel_library()
     assert library is not None
-    batch, ci, h, w = shape
     pointers = (t.data_ptr() if t is not None else None for t in tensors)
-    status = getattr(library, entry)(*pointers, batch, h, w, ci, co, torch.get_num_threads())
+    status = getattr(library, entry)(*pointers, *sizes, torch.get_num_threads())
     if status != 0:
         raise RuntimeError(f"fused conv-pool kernel {entry} failed (status {status})")
 
@@ -244,7 +272,8 @@ class _ConvPoolReLU(torch.autograd.Function):
         bias_c = bias.detach().contiguous() if bias is not None else None
         out = torch.empty((batch, (h - 2) // 2, (w - 2) // 2, co), dtype=torch.float32)
         code = torch.empty(out.shape, dtype=torch.int32) if record else None
-        _call("funcsim_conv3x3_pool2_forward", (x, taps, bias_c, out, code), x.shape, co)
+        sizes = (batch, h, w, x.shape[1], co)
+        _call("funcsim_conv3x3_pool2_forward", (x, taps, bias_c, out, code), sizes)
         if record:
             ctx.save_for_backward(x, code)
             ctx.weight_layout = (weight.shape, weight.stride())
@@ -254,12 +283,13 @@ class _ConvPoolReLU(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[None, Tensor | None, Tensor | None, None]:
         x, code = ctx.saved_tensors
-        ci = x.shape[1]
+        batch, ci, h, w = x.shape
         co = code.shape[-1]
         grad = grad_out.permute(0, 2, 3, 1).contiguous()  # (B, Hp, Wp, Co)
         grad_taps = torch.empty((3, 3, ci, co), dtype=torch.float32)
         grad_bias = torch.empty(co, dtype=torch.float32)
-        _call("funcsim_conv3x3_pool2_backward", (x, grad, code, grad_taps, grad_bias), x.shape, co)
+        tensors = (x, grad, code, grad_taps, grad_bias)
+        _call("funcsim_conv3x3_pool2_backward", tensors, (batch, h, w, ci, co))
         # The weight's own memory format (channels-last after fit), as autograd would give it.
         grad_weight = torch.empty_strided(*ctx.weight_layout, dtype=torch.float32)
         grad_weight.copy_(grad_taps.permute(3, 2, 0, 1))
@@ -279,4 +309,65 @@ def conv_pool_relu(conv: nn.Conv2d, x: Tensor) -> Tensor:
         weight.requires_grad or (bias is not None and bias.requires_grad)
     )
     out: Tensor = _ConvPoolReLU.apply(x, weight, bias, record)
+    return out
+
+
+class _ConvThenPoolReLU(torch.autograd.Function):
+    """relu(max_pool2d(conv2d(x, weight, bias), 2)), 3x3 kernel: PyTorch's convolution, then
+    the pool/ReLU kernel; the backward pass visits only the gradient's non-zeros.
+
+    x (B, Ci, H, W) channels-last -> (B, Co, (H-2)//2, (W-2)//2) channels-last.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, record: bool) -> Tensor:
+        conv = F.conv2d(x, weight, bias).contiguous(memory_format=torch.channels_last)
+        batch, co, h, w = conv.shape
+        out = torch.empty((batch, h // 2, w // 2, co), dtype=torch.float32)
+        code = torch.empty(out.shape, dtype=torch.int32) if record else None
+        _call("funcsim_pool2_relu_forward", (conv, out, code), (batch, h, w, co))
+        if record:
+            ctx.save_for_backward(x, weight, code)
+        return out.permute(0, 3, 1, 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: Any, grad_out: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        x, weight, code = ctx.saved_tensors
+        batch, ci, h, w = x.shape
+        co = weight.shape[0]
+        grad = grad_out.permute(0, 2, 3, 1).contiguous()  # (B, Hp, Wp, Co)
+        taps = weight.detach().permute(0, 2, 3, 1).contiguous()  # (Co, 3, 3, Ci)
+        grad_x = (
+            torch.empty_like(x, memory_format=torch.channels_last)
+            if ctx.needs_input_grad[0]
+            else None
+        )
+        grad_taps = torch.empty((co, 3, 3, ci), dtype=torch.float32)
+        grad_bias = torch.empty(co, dtype=torch.float32)
+        _call(
+            "funcsim_conv3x3_pool2_sparse_backward",
+            (x, taps, grad, code, grad_x, grad_taps, grad_bias),
+            (batch, h - 2, w - 2, ci, co),
+        )
+        grad_weight = torch.empty_strided(weight.shape, weight.stride(), dtype=torch.float32)
+        grad_weight.copy_(grad_taps.permute(0, 3, 1, 2))
+        return (
+            grad_x,
+            grad_weight if ctx.needs_input_grad[1] else None,
+            grad_bias if ctx.needs_input_grad[2] else None,
+            None,
+        )
+
+
+def conv_then_pool_relu(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """The stage for a ``conv`` that :func:`sparse_fusable` accepted: (B, Ci, H, W) ->
+    (B, Co, (H-2)//2, (W-2)//2), channels-last; outputs bit for bit PyTorch's."""
+    weight, bias = conv.weight, conv.bias
+    record = torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    out: Tensor = _ConvThenPoolReLU.apply(x, weight, bias, record)
     return out

@@ -119,6 +119,8 @@ class LeNet(nn.Module):
         for conv, relu, pool in zip(layers[0::3], layers[1::3], layers[2::3], strict=True):
             if conv is layers[0] and _fused.fusable(conv, relu, pool, x):
                 x = _fused.conv_pool_relu(conv, x)
+            elif _fused.sparse_fusable(conv, relu, pool, x):
+                x = _fused.conv_then_pool_relu(conv, x)
             else:
                 x = relu(pool(conv(x)))
         return self.classifier(x)

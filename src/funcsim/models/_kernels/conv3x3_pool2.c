@@ -240,3 +240,234 @@ int funcsim_conv3x3_pool2_backward(const float *x, const float *grad, const int3
     free(parts);
     return 0;
 }
+
+/* ---- Later stages: PyTorch's convolution, then 2x2 max-pool -> ReLU here, and a sparse
+ * backward pass for the three ----
+ *
+ * Why: with Ci >= 16 input channels the convolution is a real matrix product and oneDNN runs
+ * its forward pass near the machine's matmul rate, so it stays PyTorch's. Its backward pass
+ * does not need to be dense: after a 2x2 max-pool and a ReLU, at most one of each window's
+ * four outputs gets a gradient (none where the maximum is <= 0), so the convolution's output
+ * gradient is at most a quarter non-zero (LeNet's second stage: about 12 % on Fashion-MNIST,
+ * and the floor-mode pool never reads the 11th row and column). The weight and input
+ * gradients here visit only those non-zeros: per non-zero, one 3 x 3 x Ci patch of x times
+ * its gradient into dw, and the same gradient times w[co] into dx's patch.
+ *
+ * Layouts (contiguous, float32 unless noted):
+ *   y     (B, H, W, Co)            the convolution's output (channels-last)
+ *   out   (B, Hp, Wp, Co)          relu(max over the 2x2 window of y); Hp = H/2, Wp = W/2
+ *   code  (B, Hp, Wp, Co) int32    as in the first stage: 0..3, or 4 where no gradient passes
+ *                                  (the maximum is not > 0, a NaN included, as torch.relu's
+ *                                  gradient); NULL when no gradient is wanted
+ *   x     (B, H+2, W+2, Ci)        the convolution's input (channels-last), Ci a multiple of 16
+ *   w     (Co, 3, 3, Ci)           weights [co][ky][kx][ci] (PyTorch's channels-last layout)
+ *   grad  (B, Hp, Wp, Co)          gradient of the loss with respect to out
+ *   dx    (B, H+2, W+2, Ci)        gradient with respect to x (overwritten), or NULL
+ *   dw    (Co, 3, 3, Ci), db (Co)  gradients with respect to w and the bias (overwritten)
+ *
+ * dx is computed per image, dw and db per fixed chunk of CHUNK images added in order: the
+ * same bits on any number of threads.
+ */
+
+#define SEG_VECTORS 6 /* dw and w vectors held in registers per pass over one image's entries */
+
+typedef struct {
+    long offset; /* of the window's chosen position in x (and dx), in floats */
+    float g;
+} entry_t;
+
+typedef struct {
+    const float *y, *x, *w, *grad;
+    float *out, *dx, *dw, *db;
+    int32_t *code;
+    const int32_t *codes;
+    entry_t *entries; /* per thread: Co x Hp x Wp */
+    long batch, height, width, ci, co, hp, wp;
+    int threads, thread;
+} pool_task_t;
+
+static void *pool_forward_worker(void *arg)
+{
+    const pool_task_t *t = (const pool_task_t *)arg;
+    const long width = t->width, co = t->co, out_size = t->hp * t->wp * co;
+    const v8f zero = {0};
+    for (long b = t->thread; b < t->batch; b += t->threads) {
+        const float *y = t->y + b * t->height * width * co;
+        float *out = t->out + b * out_size;
+        int32_t *code = t->code ? t->code + b * out_size : NULL;
+        for (long i = 0; i < t->hp; i++)
+            for (long j = 0; j < t->wp; j++)
+                for (long o = 0; o < co; o += 8) {
+                    v8f best = load8(y + ((2 * i) * width + 2 * j) * co + o);
+                    v8i arg = {0};
+                    for (int q = 1; q < 4; q++) {
+                        const v8f v = load8(y + ((2 * i + (q >> 1)) * width + 2 * j + (q & 1)) * co + o);
+                        const v8i take = (v > best) | (v != v);
+                        best = select8(take, v, best);
+                        arg = (arg & ~take) | (take & q);
+                    }
+                    const long at = (i * t->wp + j) * co + o;
+                    store8(out + at, select8((best > 0) | (best != best), best, zero));
+                    if (code) {
+                        const v8i inactive = ~(best > 0);
+                        const v8i c = (arg & ~inactive) | (inactive & 4);
+                        memcpy(code + at, &c, sizeof c);
+                    }
+                }
+    }
+    return NULL;
+}
+
+/* One image: lists each channel's non-zero gradients, then adds them to dw, db (the chunk's
+ * partial sums) and, when wanted, writes the image's dx. */
+static void sparse_backward_image(const pool_task_t *t, const float *restrict x,
+                                  const float *restrict grad, const int32_t *restrict code,
+                                  float *dx, float *restrict dw, float *restrict db)
+{
+    const long ci = t->ci, co = t->co, cells = t->hp * t->wp, in_width = t->width + 2;
+    const long row = in_width * ci, seg = 3 * ci; /* one kernel row of a patch: 3 x Ci floats */
+    entry_t *entries = t->entries;
+    long counts[co];
+    for (long o = 0; o < co; o++) counts[o] = 0;
+    for (long i = 0; i < t->hp; i++)
+        for (long j = 0; j < t->wp; j++) {
+            const long cell = i * t->wp + j;
+            for (long o = 0; o < co; o++) {
+                const int32_t c = code[cell * co + o];
+                if (c < 4) {
+                    entry_t *e = entries + o * cells + counts[o]++;
+                    e->offset = ((2 * i + (c >> 1)) * in_width + 2 * j + (c & 1)) * ci;
+                    e->g = grad[cell * co + o];
+                }
+            }
+        }
+    if (dx) memset(dx, 0, sizeof(float) * (size_t)((t->height + 2) * row));
+    for (long o = 0; o < co; o++) {
+        const entry_t *list = entries + o * cells;
+        const long n = counts[o];
+        float bias_sum = 0;
+        for (long k = 0; k < n; k++) bias_sum += list[k].g;
+        db[o] += bias_sum;
+        for (long ky = 0; ky < 3; ky++)
+            for (long s = 0; s < seg; s += 8 * SEG_VECTORS) {
+                float *dwp = dw + (o * 3 + ky) * seg + s;
+                const float *wp = t->w + (o * 3 + ky) * seg + s;
+                const long shift = ky * row + s;
+                v8f acc[SEG_VECTORS], wv[SEG_VECTORS];
+                for (int v = 0; v < SEG_VECTORS; v++) acc[v] = load8(dwp + 8 * v);
+                if (dx) {
+                    for (int v = 0; v < SEG_VECTORS; v++) wv[v] = load8(wp + 8 * v);
+                    for (long k = 0; k < n; k++) {
+                        const float g = list[k].g;
+                        const float *xp = x + list[k].offset + shift;
+                        float *dp = dx + list[k].offset + shift;
+                        for (int v = 0; v < SEG_VECTORS; v++) {
+                            acc[v] += g * load8(xp + 8 * v);
+                            store8(dp + 8 * v, load8(dp + 8 * v) + g * wv[v]);
+                        }
+                    }
+                } else {
+                    for (long k = 0; k < n; k++) {
+                        const float g = list[k].g;
+                        const float *xp = x + list[k].offset + shift;
+                        for (int v = 0; v < SEG_VECTORS; v++) acc[v] += g * load8(xp + 8 * v);
+                    }
+                }
+                for (int v = 0; v < SEG_VECTORS; v++) store8(dwp + 8 * v, acc[v]);
+            }
+    }
+}
+
+static void *sparse_backward_worker(void *arg)
+{
+    const pool_task_t *t = (const pool_task_t *)arg;
+    const long wsize = 9 * t->ci * t->co, chunks = (t->batch + CHUNK - 1) / CHUNK;
+    const long in_size = (t->height + 2) * (t->width + 2) * t->ci, out_size = t->hp * t->wp * t->co;
+    pool_task_t mine = *t;
+    mine.entries = t->entries + (long)t->thread * t->co * t->hp * t->wp;
+    for (long k = t->thread; k < chunks; k += t->threads) {
+        float *dw = t->dw + k * wsize, *db = t->db + k * t->co;
+        memset(dw, 0, sizeof(float) * wsize);
+        memset(db, 0, sizeof(float) * t->co);
+        const long end = (k + 1) * CHUNK < t->batch ? (k + 1) * CHUNK : t->batch;
+        for (long b = k * CHUNK; b < end; b++)
+            sparse_backward_image(&mine, t->x + b * in_size, t->grad + b * out_size,
+                                  t->codes + b * out_size, t->dx ? t->dx + b * in_size : NULL, dw,
+                                  db);
+    }
+    return NULL;
+}
+
+/* Runs fn on `threads` threads, the calling one included (as run_threads). */
+static void run_pool_threads(void *(*fn)(void *), const pool_task_t *base, int threads)
+{
+    pthread_t ids[MAX_THREADS];
+    pool_task_t tasks[MAX_THREADS];
+    for (int n = 0; n < threads; n++) {
+        tasks[n] = *base;
+        tasks[n].threads = threads;
+        tasks[n].thread = n;
+    }
+    int started = 1;
+    while (started < threads && pthread_create(&ids[started], NULL, fn, &tasks[started]) == 0)
+        started++;
+    if (started < threads) {
+        for (int n = 1; n < started; n++) pthread_join(ids[n], NULL);
+        pool_task_t serial = *base;
+        serial.threads = 1;
+        serial.thread = 0;
+        fn(&serial);
+        return;
+    }
+    fn(&tasks[0]);
+    for (int n = 1; n < threads; n++) pthread_join(ids[n], NULL);
+}
+
+static int clamp_threads(int threads)
+{
+    return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+}
+
+/* y (B, H, W, Co) -> out, code. Returns 0, or -2 for shapes this kernel does not handle. */
+int funcsim_pool2_relu_forward(const float *y, float *out, int32_t *code, long batch, long h,
+                               long width, long co, int threads)
+{
+    if (h < 2 || width < 2 || co < 8 || co % 8 != 0) return -2;
+    const pool_task_t t = {.y = y, .out = out, .code = code, .batch = batch, .height = h,
+                           .width = width, .co = co, .hp = h / 2, .wp = width / 2};
+    run_pool_threads(pool_forward_worker, &t, clamp_threads(threads));
+    return 0;
+}
+
+/* The sparse backward pass; h, width are the convolution's output size (x is 2 larger).
+ * Returns 0, -1 when out of memory, or -2 for shapes this kernel does not handle. */
+int funcsim_conv3x3_pool2_sparse_backward(const float *x, const float *w, const float *grad,
+                                          const int32_t *code, float *dx, float *dw, float *db,
+                                          long batch, long h, long width, long ci, long co,
+                                          int threads)
+{
+    if (h < 2 || width < 2 || ci < 16 || ci % 16 != 0 || co < 8 || co % 8 != 0) return -2;
+    threads = clamp_threads(threads);
+    const long hp = h / 2, wp = width / 2, wsize = 9 * ci * co;
+    const long chunks = (batch + CHUNK - 1) / CHUNK;
+    float *parts = malloc(sizeof(float) * (size_t)(chunks * (wsize + co)));
+    entry_t *entries = malloc(sizeof(entry_t) * (size_t)(threads * co * hp * wp));
+    if (!parts || !entries) {
+        free(parts);
+        free(entries);
+        return -1;
+    }
+    const pool_task_t t = {.x = x, .w = w, .grad = grad, .codes = code, .dx = dx, .dw = parts,
+                           .db = parts + chunks * wsize, .entries = entries, .batch = batch,
+                           .height = h, .width = width, .ci = ci, .co = co, .hp = hp, .wp = wp};
+    run_pool_threads(sparse_backward_worker, &t, threads);
+    memset(dw, 0, sizeof(float) * wsize);
+    memset(db, 0, sizeof(float) * co);
+    for (long k = 0; k < chunks; k++) {
+        for (long i = 0; i < wsize; i++) dw[i] += parts[k * wsize + i];
+        for (long o = 0; o < co; o++) db[o] += parts[chunks * wsize + k * co + o];
+    }
+    free(parts);
+    free(entries);
+    return 0;
+}
