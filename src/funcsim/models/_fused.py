@@ -1,19 +1,29 @@
-"""LeNet's first stage (3x3 conv -> 2x2 max-pool -> ReLU) as one fused CPU kernel.
+"""LeNet's conv -> 2x2 max-pool -> ReLU stages as fused CPU kernels.
 
-Eagerly, that stage writes a full-size convolution map, pools it with int64 indices and, in
-the backward pass, fills and scatters into a map of zeros before the weight gradient reads it
-back: about a fifth of a LeNet training step for under 5 % of its arithmetic (BENCHMARKS.md,
-item 15). ``_kernels/conv3x3_pool2.c`` keeps each pooled window's four outputs in vector
-registers and sends the weight gradient only to the position each maximum came from.
+First stage (``fusable``, ``conv_pool_relu``; 1-3 input channels). Eagerly, that stage writes
+a full-size convolution map, pools it with int64 indices and, in the backward pass, fills and
+scatters into a map of zeros before the weight gradient reads it back: about a fifth of a
+LeNet training step for under 5 % of its arithmetic (BENCHMARKS.md, item 15).
+``_kernels/conv3x3_pool2.c`` keeps each pooled window's four outputs in vector registers and
+sends the weight gradient only to the position each maximum came from.
+
+Later stages (``sparse_fusable``, ``conv_then_pool_relu``; a multiple of 16 input channels).
+The convolution is a real matrix product and stays PyTorch's (oneDNN); the kernel pools and
+applies the ReLU. Its backward pass is where the time goes eagerly (about half of a LeNet
+step): after the pool and the ReLU at most one of each window's four outputs has a gradient,
+so the kernel computes the input, weight and bias gradients from those non-zeros only,
+a quarter or less of the dense work (BENCHMARKS.md, item 16).
 
 The C file is compiled once per machine with the system's C compiler (``$CC``, else ``cc``,
 ``gcc`` or ``clang``) into ``$FUNCSIM_KERNEL_DIR`` (default ``~/.cache/funcsim/kernels``) and
 loaded with :mod:`ctypes`; the call releases the GIL. Where there is no compiler, or with
 ``FUNCSIM_FUSED_KERNELS=0``, LeNet runs PyTorch's own kernels: same function, slower.
 
-Outputs are bit for bit those of PyTorch's kernels on the machines measured (the 9-tap sums
-run in the same order); gradients agree to float32 rounding (a different summation order) and
-do not depend on the number of threads.
+Outputs are bit for bit those of PyTorch's kernels on the machines measured (the first
+stage's 9-tap sums run in the same order; the later stages use PyTorch's convolution);
+gradients agree to float32 rounding (a different summation order) and do not depend on the
+number of threads. Where the input holds NaN or infinity the gradients may differ: the dense
+backward pass multiplies them by the zero gradients, these kernels skip those terms.
 """
 
 from __future__ import annotations
