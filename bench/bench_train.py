@@ -13,7 +13,7 @@ batch 64, Adam lr 1e-3, with torch's default thread count (all cores):
 * ``funcsim fit``: trajectory capture (test-set softmax after every epoch) and weight
   copies included; its training-only rate and its capture share (the time of one capture,
   the test-set softmax, against one training epoch) are reported too.
-* ``funcsim fit``, unfused: the same with LeNet's fused first stage switched off
+* ``funcsim fit``, unfused: the same with LeNet's fused stages switched off
   (``FUNCSIM_FUSED_KERNELS=0``), PyTorch's kernels only; the ratio is the kernel's gain.
 * ``funcsim bf16``: the ``sound`` protocol's precision. ``fit`` uses bf16 autocast only where
   it is native (CUDA, or a CPU with AVX512-BF16/AMX) and trains in float32 elsewhere; the
@@ -174,7 +174,7 @@ def funcsim_fit(
 
 @contextlib.contextmanager
 def _fused_kernels(enabled: bool) -> Iterator[None]:
-    """``fit`` with LeNet's fused first stage (the default) or PyTorch's kernels only."""
+    """``fit`` with LeNet's fused stages (the default) or PyTorch's kernels only."""
     saved = os.environ.get(ENABLE_ENV)
     os.environ[ENABLE_ENV] = "1" if enabled else "0"
     try:
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "speedup_vs_plain_tensor": ours["images_per_s_total"] / rates["plain_tensor"],
         "fraction_of_matmul_rate": ours["images_per_s_train"] * flops / (gflops * 1e9),
         "funcsim_unfused_img_s_train_only": fits["fit_unfused"]["images_per_s_train"],
-        "fused_first_stage_speedup": (
+        "fused_kernels_speedup": (
             ours["images_per_s_train"] / fits["fit_unfused"]["images_per_s_train"]
         ),
         "capture_share_of_epoch": ours["capture_share"],

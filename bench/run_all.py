@@ -8,6 +8,8 @@ Each benchmark runs in a fresh process (its imports, threads and memory are its 
 
 * ``bench/bench_train.py``: training speed against a plain PyTorch loop, fraction of the
   matmul rate, capture share, bf16 (speed and its effect on the function), distillation;
+* ``bench/bench_kernels.py``: LeNet's fused stages against PyTorch's kernels, in ``fit`` on
+  one thread and stage by stage;
 * the parallel local executor and the end-to-end wall time: ``funcsim run quick`` with
   ``--jobs 1`` and ``--jobs 2``, each a fresh process on its own temporary study folder; and
   (not with ``--quick``) the same grid on 6,000 Fashion-MNIST images, where jobs are long
@@ -122,8 +124,8 @@ def bench_train(quick: bool, tmp: Path) -> tuple[list[Row], dict]:
             _met(f["fraction_of_matmul_rate"] >= 0.60),
         ),
         Row(
-            "  fit, fused first stage / PyTorch's kernels (training rate)",
-            f"{f['fused_first_stage_speedup']:.2f}x "
+            "  fit, fused stages / PyTorch's kernels (training rate)",
+            f"{f['fused_kernels_speedup']:.2f}x "
             f"({f['funcsim_unfused_img_s_train_only']:,.0f} without)",
         ),
     ]
@@ -165,6 +167,33 @@ def bench_train(quick: bool, tmp: Path) -> tuple[list[Row], dict]:
             f"{f['distill_online_epoch_ratio']:.2f}",
             "report (~1.3)",
             "-",
+        ),
+    ]
+    return rows, f
+
+
+def bench_kernels(quick: bool, tmp: Path) -> tuple[list[Row], dict]:
+    out = tmp / "kernels.json"
+    run([sys.executable, str(HERE / "bench_kernels.py"), "--json", str(out)] + quick * ["--quick"])
+    f = json.loads(out.read_text())
+    rows = [
+        Row(
+            "fit, 1 thread: both fused stages / first stage only / PyTorch's kernels",
+            f"{f['fit_both_stages_img_s']:,.0f} / {f['fit_first_stage_img_s']:,.0f} / "
+            f"{f['fit_pytorch_img_s']:,.0f} images/s (both / first "
+            f"{f['fit_both_vs_first_stage']:.2f}x, both / PyTorch "
+            f"{f['fit_both_vs_pytorch']:.2f}x)",
+        ),
+        Row(
+            "  second stage, forward + backward: sparse kernel / PyTorch's",
+            f"{f['stage2_fused_forward_backward_ms']:.1f} / "
+            f"{f['stage2_pytorch_forward_backward_ms']:.1f} ms per batch "
+            f"({f['stage2_gradient_share']:.0%} of its pooled outputs pass a gradient)",
+        ),
+        Row(
+            "  first stage, forward + backward: fused kernel / PyTorch's",
+            f"{f['stage1_fused_forward_backward_ms']:.1f} / "
+            f"{f['stage1_pytorch_forward_backward_ms']:.1f} ms per batch",
         ),
     ]
     return rows, f
@@ -381,7 +410,7 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-PARTS = ("train", "study", "scaling", "landscape", "storage", "full_study")
+PARTS = ("train", "kernels", "study", "scaling", "landscape", "storage", "full_study")
 """Every benchmark, in the order they run."""
 
 
@@ -404,9 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
     ap.add_argument("--full-study", action="store_true", help="also the 25-epoch study")
-    ap.add_argument(
-        "--only", help="comma-separated subset: train,study,scaling,landscape,storage,full_study"
-    )
+    ap.add_argument("--only", help=f"comma-separated subset of: {','.join(PARTS)}")
     ap.add_argument("--json", type=Path, help="write every figure as JSON here")
     args = ap.parse_args(argv)
     try:
@@ -433,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if part == "train":
                     new, figures[part] = bench_train(args.quick, tmp)
+                elif part == "kernels":
+                    new, figures[part] = bench_kernels(args.quick, tmp)
                 elif part == "study":
                     new, figures[part] = bench_study(tmp)
                 elif part == "scaling":

@@ -56,7 +56,7 @@ def test_only_runs_exactly_the_named_parts(run_all) -> None:
     ]
     assert "full_study" not in run_all.select_parts(quick=False, full_study=False, only=None)
     assert "scaling" not in run_all.select_parts(quick=True, full_study=True, only=None)
-    with pytest.raises(ValueError, match="unknown fast; choose from train, study"):
+    with pytest.raises(ValueError, match="unknown fast; choose from train, kernels, study"):
         run_all.select_parts(quick=False, full_study=False, only="study,fast")
 
 

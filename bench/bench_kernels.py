@@ -1,0 +1,162 @@
+"""LeNet's fused stages against PyTorch's kernels, stage by stage and in ``fit``.
+
+    python bench/bench_kernels.py [--quick] [--repeats R] [--images N] [--json OUT]
+
+On one thread (as the study's workers train) and Fashion-MNIST, batch 64, Adam:
+
+* ``fit``, one epoch on ``--images`` training images, three ways, interleaved: PyTorch's
+  kernels only (``FUNCSIM_FUSED_KERNELS=0``), the fused first stage only (item 15; the
+  second stage's ``sparse_fusable`` patched to refuse), and both stages (the default, item 16);
+* each stage's forward and forward + backward time on one batch of the trained model, fused
+  against PyTorch's modules, and the share of the second stage's pooled outputs that pass a
+  gradient (the sparse backward's work is proportional to it).
+
+Each configuration runs ``--repeats`` times, interleaved, and the fastest run counts (noise on
+a shared machine only ever slows a run down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+from funcsim.config import TrainConfig
+from funcsim.data import Dataset, load_dataset
+from funcsim.errors import FuncsimError
+from funcsim.models import _fused
+from funcsim.train import build_model, fit
+
+CONFIGS = ("pytorch", "first_stage", "both_stages")
+
+
+@contextlib.contextmanager
+def kernels(config: str) -> Iterator[None]:
+    """``fit`` with PyTorch's kernels only, the first fused stage only, or both stages."""
+    saved = os.environ.get(_fused.ENABLE_ENV)
+    os.environ[_fused.ENABLE_ENV] = "0" if config == "pytorch" else "1"
+    patch = (
+        mock.patch.object(_fused, "sparse_fusable", return_value=False)
+        if config == "first_stage"
+        else contextlib.nullcontext()
+    )
+    try:
+        with patch:
+            yield
+    finally:
+        if saved is None:
+            del os.environ[_fused.ENABLE_ENV]
+        else:
+            os.environ[_fused.ENABLE_ENV] = saved
+
+
+def fit_rate(data: Dataset, config: str, models: dict[str, torch.nn.Module]) -> float:
+    """Training images/s of one ``fit`` epoch (capture excluded); keeps the trained model."""
+    model = build_model("lenet", data, seed=0)
+    with kernels(config):
+        result = fit(model, data, TrainConfig(epochs=1), progress=False)
+    models[config] = model
+    return result.images_per_second
+
+
+def seconds(fn: Callable[[], object], repeats: int = 10) -> float:
+    """Fastest of ``repeats`` calls, after one warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def stage_times(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
+    """Milliseconds per batch of each stage, fused and eager, forward and forward + backward."""
+    conv1, relu1, pool1, conv2, relu2, pool2 = list(model.features)  # type: ignore[attr-defined]
+    x = images.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        hidden = relu1(pool1(conv1(x))).contiguous(memory_format=torch.channels_last)
+    hidden.requires_grad_()
+    assert _fused.fusable(conv1, relu1, pool1, x)
+    assert _fused.sparse_fusable(conv2, relu2, pool2, hidden)
+    stages = {
+        "stage1_fused": (lambda: _fused.conv_pool_relu(conv1, x), (conv1.weight, conv1.bias)),
+        "stage1_pytorch": (lambda: relu1(pool1(conv1(x))), (conv1.weight, conv1.bias)),
+        "stage2_fused": (
+            lambda: _fused.conv_then_pool_relu(conv2, hidden),
+            (hidden, conv2.weight, conv2.bias),
+        ),
+        "stage2_pytorch": (lambda: relu2(pool2(conv2(hidden))), (hidden, conv2.weight, conv2.bias)),
+    }
+    times: dict[str, float] = {}
+    for name, (forward, wrt) in stages.items():
+        grad = torch.randn_like(forward())
+
+        def step(
+            forward: Callable[[], torch.Tensor] = forward,
+            wrt: tuple[torch.Tensor, ...] = wrt,
+            grad: torch.Tensor = grad,
+        ) -> None:
+            torch.autograd.grad(forward(), wrt, grad)
+
+        with torch.no_grad():
+            times[f"{name}_forward_ms"] = 1e3 * seconds(forward)
+        times[f"{name}_forward_backward_ms"] = 1e3 * seconds(step)
+    with torch.no_grad():
+        pooled = pool2(conv2(hidden))
+    times["stage2_gradient_share"] = float((pooled > 0).float().mean())
+    return times
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3,200 images, 2 repeats")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per configuration")
+    parser.add_argument("--images", type=int, default=None, help="training images per epoch")
+    parser.add_argument("--json", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (2 if args.quick else 3)
+    images = args.images or (3_200 if args.quick else 12_800)
+    try:
+        data = load_dataset("fashion_mnist").subset(train=images, test=64)
+    except FuncsimError as error:
+        parser.exit(2, f"bench_kernels: needs Fashion-MNIST ({error})\n")
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, 1 thread, {images:,} Fashion-MNIST images, batch 64")
+    if _fused.kernel_library() is None:
+        parser.exit(2, "bench_kernels: the fused kernels did not build (a C compiler?)\n")
+
+    rates: dict[str, list[float]] = {c: [] for c in CONFIGS}
+    models: dict[str, torch.nn.Module] = {}
+    for round_ in range(repeats):
+        for config in CONFIGS:
+            rates[config].append(fit_rate(data, config, models))
+            rate = rates[config][-1]
+            print(f"round {round_ + 1}: {config:12s} {rate:7,.0f} images/s", flush=True)
+    best = {c: max(v) for c, v in rates.items()}
+    batch = torch.as_tensor(data.x_train[:64])
+    figures: dict[str, object] = {
+        "images": images,
+        "repeats": repeats,
+        **{f"fit_{c}_img_s": best[c] for c in CONFIGS},
+        "fit_both_vs_pytorch": best["both_stages"] / best["pytorch"],
+        "fit_both_vs_first_stage": best["both_stages"] / best["first_stage"],
+        "fit_first_stage_vs_pytorch": best["first_stage"] / best["pytorch"],
+        **stage_times(models["both_stages"], batch),
+    }
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
