@@ -8,8 +8,11 @@ On one thread (as the study's workers train) and Fashion-MNIST, batch 64, Adam:
   kernels only (``FUNCSIM_FUSED_KERNELS=0``), the fused first stage only (item 15; the
   second stage's ``sparse_fusable`` patched to refuse), and both stages (the default, item 16);
 * each stage's forward and forward + backward time on one batch of the trained model, fused
-  against PyTorch's modules, and the share of the second stage's pooled outputs that pass a
-  gradient (the sparse backward's work is proportional to it).
+  against PyTorch's modules, and the share of each stage's pooled outputs that pass a
+  gradient (the fused backward passes' work is proportional to it);
+* the FLOPs per image each way executes (dense PyTorch against the fused stages, which skip
+  the convolutions' zero gradients), and the rate at which ``fit`` executes them, as a
+  fraction of this thread's 2048x2048 matmul rate.
 
 Each configuration runs ``--repeats`` times, interleaved, and the fastest run counts (noise on
 a shared machine only ever slows a run down).
@@ -112,8 +115,39 @@ def stage_times(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float
         times[f"{name}_forward_backward_ms"] = 1e3 * seconds(step)
     with torch.no_grad():
         pooled = pool2(conv2(hidden))
+    times["stage1_gradient_share"] = float((hidden > 0).float().mean())
     times["stage2_gradient_share"] = float((pooled > 0).float().mean())
     return times
+
+
+def executed_mflop_per_image(model: torch.nn.Module, shares: dict[str, float]) -> dict[str, float]:
+    """LeNet's training FLOPs per 28x28 image (2 per multiply-add) as PyTorch's dense kernels count
+    them (forward, then the input and weight gradients of every layer but the first's input
+    gradient, which nobody needs) and as the fused stages execute them: the same forward, but
+    a convolution's weight (and input) gradient only at the pooled outputs that pass one."""
+    conv1, _, _, conv2, _, _ = list(model.features)  # type: ignore[attr-defined]
+    linears = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]  # type: ignore[attr-defined]
+    taps1 = 9 * conv1.in_channels
+    taps2 = 9 * conv2.in_channels
+    conv1_outputs = 26 * 26 * conv1.out_channels  # 28x28 input, 'valid'
+    conv2_outputs = 11 * 11 * conv2.out_channels
+    pooled1, pooled2 = 13 * 13 * conv1.out_channels, 5 * 5 * conv2.out_channels
+    dense = sum(m.in_features * m.out_features for m in linears)
+    forward = conv1_outputs * taps1 + conv2_outputs * taps2 + dense
+    pytorch = forward + conv1_outputs * taps1 + 2 * conv2_outputs * taps2 + 2 * dense
+    fused = (
+        forward
+        + shares["stage1_gradient_share"] * pooled1 * taps1
+        + 2 * shares["stage2_gradient_share"] * pooled2 * taps2
+        + 2 * dense
+    )
+    return {"pytorch_mflop_per_image": 2 * pytorch / 1e6, "fused_mflop_per_image": 2 * fused / 1e6}
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """The fp32 matrix-multiply rate of this thread count (the fastest of ``repeats``)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / seconds(lambda: a @ b, repeats) / 1e9
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -150,8 +184,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "fit_both_vs_pytorch": best["both_stages"] / best["pytorch"],
         "fit_both_vs_first_stage": best["both_stages"] / best["first_stage"],
         "fit_first_stage_vs_pytorch": best["first_stage"] / best["pytorch"],
-        **stage_times(models["both_stages"], batch),
     }
+    stages = stage_times(models["both_stages"], batch)
+    flops = executed_mflop_per_image(models["both_stages"], stages)
+    matmul = matmul_gflops()
+    figures.update(stages)
+    figures.update(flops)
+    figures["matmul_gflops_1_thread"] = matmul
+    for config, counted in (("pytorch", "pytorch"), ("both_stages", "fused")):
+        executed = best[config] * flops[f"{counted}_mflop_per_image"] / 1e3
+        figures[f"fit_{config}_executed_gflops"] = executed
+        figures[f"fit_{config}_fraction_of_matmul"] = executed / matmul
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

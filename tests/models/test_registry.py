@@ -128,7 +128,7 @@ def test_lenet_pool_first_order_trains_bit_for_bit_like_the_paper_order(
 ) -> None:
     """Eager LeNet pools before ReLU (faster); weights must follow the paper's order exactly.
 
-    (PyTorch's kernels: the fused first stage is tested against them in test_fused.py.)
+    (PyTorch's kernels: the fused stages are tested against them in test_fused.py.)
     """
     monkeypatch.setenv("FUNCSIM_FUSED_KERNELS", "0")
     channels, height, width, classes = SHAPES[dataset]
