@@ -17,7 +17,8 @@
  *   code   (B, Hp, Wp, Co) int32   window position 0..3 of the maximum (2*dy + dx; the first
  *                                  maximum in row-major order, or a NaN, as PyTorch's
  *                                  max-pool picks it), or 4 where the ReLU passes no gradient
- *                                  (maximum <= 0); NULL when no gradient is wanted
+ *                                  (the maximum is not > 0, a NaN included, as torch.relu's
+ *                                  gradient); NULL when no gradient is wanted
  *   grad   (B, Hp, Wp, Co)         gradient of the loss with respect to out
  *   dw     (3, 3, Ci, Co), db (Co) gradients with respect to w and bias (overwritten)
  *
@@ -27,6 +28,7 @@
  * chunks in order, so its result is the same bit for bit on any number of threads.
  */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,13 +47,18 @@ static inline v8f select8(v8i mask, v8f a, v8f b)
     return (v8f)(((v8i)a & mask) | ((v8i)b & ~mask));
 }
 
+/* The first member of every task: this thread's share of the work (thread of threads). */
 typedef struct {
+    int threads, thread;
+} share_t;
+
+typedef struct {
+    share_t share;
     const float *x, *w, *bias, *grad;
     float *out, *dw, *db; /* backward: dw, db hold one partial sum per chunk */
     int32_t *code;        /* forward: written (or NULL) */
     const int32_t *codes; /* backward: read */
     long batch, width, ci, co, hp, wp, in_size, out_size;
-    int threads, thread;
 } task_t;
 
 /* One image; `ci` is a compile-time constant at each call site, so the taps unroll. */
@@ -87,7 +94,7 @@ static inline __attribute__((always_inline)) void forward_image(
                 /* ReLU; a NaN passes through, as torch.relu lets it. */
                 store8(out + at, select8((best > 0) | (best != best), best, zero));
                 if (code) {
-                    const v8i inactive = best <= 0;
+                    const v8i inactive = ~(best > 0);
                     const v8i c = (arg & ~inactive) | (inactive & 4);
                     memcpy(code + at, &c, sizeof c);
                 }
@@ -99,7 +106,7 @@ static inline __attribute__((always_inline)) void forward_image(
 static void *forward_worker(void *arg)
 {
     const task_t *t = (const task_t *)arg;
-    for (long b = t->thread; b < t->batch; b += t->threads) {
+    for (long b = t->share.thread; b < t->batch; b += t->share.threads) {
         const float *x = t->x + b * t->in_size;
         float *out = t->out + b * t->out_size;
         int32_t *code = t->code ? t->code + b * t->out_size : NULL;
@@ -151,7 +158,7 @@ static void *backward_worker(void *arg)
 {
     const task_t *t = (const task_t *)arg;
     const long wsize = 9 * t->ci * t->co, chunks = (t->batch + CHUNK - 1) / CHUNK;
-    for (long k = t->thread; k < chunks; k += t->threads) {
+    for (long k = t->share.thread; k < chunks; k += t->share.threads) {
         float *dw = t->dw + k * wsize, *db = t->db + k * t->co;
         memset(dw, 0, sizeof(float) * wsize);
         memset(db, 0, sizeof(float) * t->co);
@@ -170,31 +177,51 @@ static void *backward_worker(void *arg)
     return NULL;
 }
 
-/* Runs fn on `threads` threads, the calling one included. If a thread cannot be started, the
- * ones that did are joined and the calling thread does all the work: same result, slower. */
-static void run_threads(void *(*fn)(void *), const task_t *base, int threads)
+static int clamp_threads(int threads)
+{
+    return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+}
+
+/* Runs fn on `threads` threads, the calling one included, each on its own copy of the task
+ * `base` (`size` bytes, a share_t first) with its share filled in. If a thread cannot be
+ * started, the ones that did are joined and the calling thread does all the work: same
+ * result, slower. */
+static void run_threads(void *(*fn)(void *), const void *base, size_t size, int threads)
 {
     pthread_t ids[MAX_THREADS];
-    task_t tasks[MAX_THREADS];
-    threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+    threads = clamp_threads(threads);
+    max_align_t storage[(threads * size + sizeof(max_align_t) - 1) / sizeof(max_align_t)];
+    unsigned char *tasks = (unsigned char *)storage;
     for (int n = 0; n < threads; n++) {
-        tasks[n] = *base;
-        tasks[n].threads = threads;
-        tasks[n].thread = n;
+        const share_t share = {.threads = threads, .thread = n};
+        memcpy(tasks + n * size, base, size);
+        memcpy(tasks + n * size, &share, sizeof share);
     }
     int started = 1;
-    while (started < threads && pthread_create(&ids[started], NULL, fn, &tasks[started]) == 0)
+    while (started < threads &&
+           pthread_create(&ids[started], NULL, fn, tasks + started * size) == 0)
         started++;
     if (started < threads) {
         for (int n = 1; n < started; n++) pthread_join(ids[n], NULL);
-        task_t serial = *base;
-        serial.threads = 1;
-        serial.thread = 0;
-        fn(&serial);
+        const share_t alone = {.threads = 1, .thread = 0};
+        memcpy(tasks, &alone, sizeof alone);
+        fn(tasks);
         return;
     }
-    fn(&tasks[0]);
+    fn(tasks);
     for (int n = 1; n < threads; n++) pthread_join(ids[n], NULL);
+}
+
+/* dw, db = the chunks' partial sums (parts: chunks x wsize weight sums, then chunks x co bias
+ * sums), added in chunk order: the same bits however the chunks were spread over threads. */
+static void add_chunks(const float *parts, long chunks, long wsize, long co, float *dw, float *db)
+{
+    memset(dw, 0, sizeof(float) * wsize);
+    memset(db, 0, sizeof(float) * co);
+    for (long k = 0; k < chunks; k++) {
+        for (long i = 0; i < wsize; i++) dw[i] += parts[k * wsize + i];
+        for (long o = 0; o < co; o++) db[o] += parts[chunks * wsize + k * co + o];
+    }
 }
 
 static int bad_shape(long h, long width, long ci, long co)
@@ -212,7 +239,7 @@ int funcsim_conv3x3_pool2_forward(const float *x, const float *w, const float *b
     const task_t t = {.x = x, .w = w, .bias = bias, .out = out, .code = code, .batch = batch,
                       .width = width, .ci = ci, .co = co, .hp = hp, .wp = wp,
                       .in_size = h * width * ci, .out_size = hp * wp * co};
-    run_threads(forward_worker, &t, threads);
+    run_threads(forward_worker, &t, sizeof t, threads);
     return 0;
 }
 
@@ -230,13 +257,8 @@ int funcsim_conv3x3_pool2_backward(const float *x, const float *grad, const int3
                       .db = parts + chunks * wsize, .batch = batch, .width = width, .ci = ci,
                       .co = co, .hp = hp, .wp = wp, .in_size = h * width * ci,
                       .out_size = hp * wp * co};
-    run_threads(backward_worker, &t, threads);
-    memset(dw, 0, sizeof(float) * wsize);
-    memset(db, 0, sizeof(float) * co);
-    for (long k = 0; k < chunks; k++) {
-        for (long i = 0; i < wsize; i++) dw[i] += parts[k * wsize + i];
-        for (long o = 0; o < co; o++) db[o] += parts[chunks * wsize + k * co + o];
-    }
+    run_threads(backward_worker, &t, sizeof t, threads);
+    add_chunks(parts, chunks, wsize, co, dw, db);
     free(parts);
     return 0;
 }
@@ -277,21 +299,21 @@ typedef struct {
 } entry_t;
 
 typedef struct {
+    share_t share;
     const float *y, *x, *w, *grad;
     float *out, *dx, *dw, *db;
     int32_t *code;
     const int32_t *codes;
     entry_t *entries; /* per thread: Co x Hp x Wp */
     long batch, height, width, ci, co, hp, wp;
-    int threads, thread;
 } pool_task_t;
 
-static void *pool_forward_worker(void *arg)
+static void *pool_forward_worker(void *task)
 {
-    const pool_task_t *t = (const pool_task_t *)arg;
+    const pool_task_t *t = (const pool_task_t *)task;
     const long width = t->width, co = t->co, out_size = t->hp * t->wp * co;
     const v8f zero = {0};
-    for (long b = t->thread; b < t->batch; b += t->threads) {
+    for (long b = t->share.thread; b < t->batch; b += t->share.threads) {
         const float *y = t->y + b * t->height * width * co;
         float *out = t->out + b * out_size;
         int32_t *code = t->code ? t->code + b * out_size : NULL;
@@ -301,7 +323,8 @@ static void *pool_forward_worker(void *arg)
                     v8f best = load8(y + ((2 * i) * width + 2 * j) * co + o);
                     v8i arg = {0};
                     for (int q = 1; q < 4; q++) {
-                        const v8f v = load8(y + ((2 * i + (q >> 1)) * width + 2 * j + (q & 1)) * co + o);
+                        const long at = (2 * i + (q >> 1)) * width + 2 * j + (q & 1);
+                        const v8f v = load8(y + at * co + o);
                         const v8i take = (v > best) | (v != v);
                         best = select8(take, v, best);
                         arg = (arg & ~take) | (take & q);
@@ -384,8 +407,8 @@ static void *sparse_backward_worker(void *arg)
     const long wsize = 9 * t->ci * t->co, chunks = (t->batch + CHUNK - 1) / CHUNK;
     const long in_size = (t->height + 2) * (t->width + 2) * t->ci, out_size = t->hp * t->wp * t->co;
     pool_task_t mine = *t;
-    mine.entries = t->entries + (long)t->thread * t->co * t->hp * t->wp;
-    for (long k = t->thread; k < chunks; k += t->threads) {
+    mine.entries = t->entries + (long)t->share.thread * t->co * t->hp * t->wp;
+    for (long k = t->share.thread; k < chunks; k += t->share.threads) {
         float *dw = t->dw + k * wsize, *db = t->db + k * t->co;
         memset(dw, 0, sizeof(float) * wsize);
         memset(db, 0, sizeof(float) * t->co);
@@ -398,36 +421,6 @@ static void *sparse_backward_worker(void *arg)
     return NULL;
 }
 
-/* Runs fn on `threads` threads, the calling one included (as run_threads). */
-static void run_pool_threads(void *(*fn)(void *), const pool_task_t *base, int threads)
-{
-    pthread_t ids[MAX_THREADS];
-    pool_task_t tasks[MAX_THREADS];
-    for (int n = 0; n < threads; n++) {
-        tasks[n] = *base;
-        tasks[n].threads = threads;
-        tasks[n].thread = n;
-    }
-    int started = 1;
-    while (started < threads && pthread_create(&ids[started], NULL, fn, &tasks[started]) == 0)
-        started++;
-    if (started < threads) {
-        for (int n = 1; n < started; n++) pthread_join(ids[n], NULL);
-        pool_task_t serial = *base;
-        serial.threads = 1;
-        serial.thread = 0;
-        fn(&serial);
-        return;
-    }
-    fn(&tasks[0]);
-    for (int n = 1; n < threads; n++) pthread_join(ids[n], NULL);
-}
-
-static int clamp_threads(int threads)
-{
-    return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
-}
-
 /* y (B, H, W, Co) -> out, code. Returns 0, or -2 for shapes this kernel does not handle. */
 int funcsim_pool2_relu_forward(const float *y, float *out, int32_t *code, long batch, long h,
                                long width, long co, int threads)
@@ -435,7 +428,7 @@ int funcsim_pool2_relu_forward(const float *y, float *out, int32_t *code, long b
     if (h < 2 || width < 2 || co < 8 || co % 8 != 0) return -2;
     const pool_task_t t = {.y = y, .out = out, .code = code, .batch = batch, .height = h,
                            .width = width, .co = co, .hp = h / 2, .wp = width / 2};
-    run_pool_threads(pool_forward_worker, &t, clamp_threads(threads));
+    run_threads(pool_forward_worker, &t, sizeof t, threads);
     return 0;
 }
 
@@ -460,13 +453,8 @@ int funcsim_conv3x3_pool2_sparse_backward(const float *x, const float *w, const 
     const pool_task_t t = {.x = x, .w = w, .grad = grad, .codes = code, .dx = dx, .dw = parts,
                            .db = parts + chunks * wsize, .entries = entries, .batch = batch,
                            .height = h, .width = width, .ci = ci, .co = co, .hp = hp, .wp = wp};
-    run_pool_threads(sparse_backward_worker, &t, threads);
-    memset(dw, 0, sizeof(float) * wsize);
-    memset(db, 0, sizeof(float) * co);
-    for (long k = 0; k < chunks; k++) {
-        for (long i = 0; i < wsize; i++) dw[i] += parts[k * wsize + i];
-        for (long o = 0; o < co; o++) db[o] += parts[chunks * wsize + k * co + o];
-    }
+    run_threads(sparse_backward_worker, &t, sizeof t, threads);
+    add_chunks(parts, chunks, wsize, co, dw, db);
     free(parts);
     free(entries);
     return 0;
