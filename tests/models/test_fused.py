@@ -338,6 +338,32 @@ def test_sparse_stage_refuses_what_it_does_not_compute(monkeypatch: pytest.Monke
     assert not _fused.sparse_fusable(conv, relu, pool, x)
 
 
+@pytest.mark.parametrize("stage", ["first", "later"])
+def test_a_nan_channel_passes_its_gradient_as_in_pytorch(stage: str) -> None:
+    """A NaN bias makes a channel's outputs NaN: max-pool picks the last NaN of each window,
+    torch.relu keeps it, and relu's backward passes the gradient there (NaN <= 0 is false); the
+    kernels must send it to the same positions."""
+    if stage == "first":
+        conv, relu, pool = _stage(_lenet(1, 12, 12))
+        x = torch.rand(4, 1, 12, 12).contiguous(memory_format=CL)
+        run = _fused.conv_pool_relu
+    else:
+        conv, relu, pool, x = _sparse_case(32, 8, 10, 10, 4)
+        run = _fused.conv_then_pool_relu
+    with torch.no_grad():
+        conv.bias[0] = float("nan")
+    out = run(conv, x)
+    ref = relu(pool(conv(x)))
+    assert torch.equal(out.isnan(), ref.isnan()) and out[:, 0].isnan().all()
+    wrt = [t for t in (x, conv.weight, conv.bias) if t.requires_grad]
+    grad = torch.ones_like(out)
+    for value, expected in zip(
+        torch.autograd.grad(out, wrt, grad), torch.autograd.grad(ref, wrt, grad), strict=True
+    ):
+        assert torch.isfinite(value).all() and torch.isfinite(expected).all()
+        _assert_sums_close(value, expected)
+
+
 def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code],

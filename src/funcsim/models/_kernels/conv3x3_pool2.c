@@ -17,8 +17,8 @@
  *   code   (B, Hp, Wp, Co) int32   window position 0..3 of the maximum (2*dy + dx; the first
  *                                  maximum in row-major order, or a NaN, as PyTorch's
  *                                  max-pool picks it), or 4 where the ReLU passes no gradient
- *                                  (the maximum is not > 0, a NaN included, as torch.relu's
- *                                  gradient); NULL when no gradient is wanted
+ *                                  (the maximum is <= 0; a NaN maximum passes it, as
+ *                                  torch.relu's backward does); NULL when no gradient is wanted
  *   grad   (B, Hp, Wp, Co)         gradient of the loss with respect to out
  *   dw     (3, 3, Ci, Co), db (Co) gradients with respect to w and bias (overwritten)
  *
@@ -94,7 +94,7 @@ static inline __attribute__((always_inline)) void forward_image(
                 /* ReLU; a NaN passes through, as torch.relu lets it. */
                 store8(out + at, select8((best > 0) | (best != best), best, zero));
                 if (code) {
-                    const v8i inactive = ~(best > 0);
+                    const v8i inactive = best <= 0;
                     const v8i c = (arg & ~inactive) | (inactive & 4);
                     memcpy(code + at, &c, sizeof c);
                 }
@@ -279,8 +279,8 @@ int funcsim_conv3x3_pool2_backward(const float *x, const float *grad, const int3
  *   y     (B, H, W, Co)            the convolution's output (channels-last)
  *   out   (B, Hp, Wp, Co)          relu(max over the 2x2 window of y); Hp = H/2, Wp = W/2
  *   code  (B, Hp, Wp, Co) int32    as in the first stage: 0..3, or 4 where no gradient passes
- *                                  (the maximum is not > 0, a NaN included, as torch.relu's
- *                                  gradient); NULL when no gradient is wanted
+ *                                  (the maximum is <= 0; a NaN maximum passes it, as
+ *                                  torch.relu's backward does); NULL when no gradient is wanted
  *   x     (B, H+2, W+2, Ci)        the convolution's input (channels-last), Ci a multiple of 16
  *   w     (Co, 3, 3, Ci)           weights [co][ky][kx][ci] (PyTorch's channels-last layout)
  *   grad  (B, Hp, Wp, Co)          gradient of the loss with respect to out
@@ -332,7 +332,7 @@ static void *pool_forward_worker(void *task)
                     const long at = (i * t->wp + j) * co + o;
                     store8(out + at, select8((best > 0) | (best != best), best, zero));
                     if (code) {
-                        const v8i inactive = ~(best > 0);
+                        const v8i inactive = best <= 0;
                         const v8i c = (arg & ~inactive) | (inactive & 4);
                         memcpy(code + at, &c, sizeof c);
                     }
