@@ -82,7 +82,13 @@ def seconds(fn: Callable[[], object], repeats: int = 10) -> float:
 
 
 def stage_times(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
-    """Milliseconds per batch of each stage, fused and eager, forward and forward + backward."""
+    """Milliseconds per batch of each stage, fused and eager, forward and forward + backward.
+
+    The model's weights are made channels-last first, as ``fit`` trains them (it hands them
+    back in PyTorch's default layout; oneDNN's convolution of a channels-last input with
+    such weights takes a slow path, 4x slower for the first stage here).
+    """
+    model.to(memory_format=torch.channels_last)
     conv1, relu1, pool1, conv2, relu2, pool2 = list(model.features)  # type: ignore[attr-defined]
     x = images.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
