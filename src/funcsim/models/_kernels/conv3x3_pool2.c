@@ -47,6 +47,29 @@ static inline v8f select8(v8i mask, v8f a, v8f b)
     return (v8f)(((v8i)a & mask) | ((v8i)b & ~mask));
 }
 
+/* One 2x2 window of 8 channels (its four values in row-major order): the maximum (the first
+ * in row-major order, or the last NaN, as PyTorch's max-pool picks it), rectified (a NaN
+ * passes, as torch.relu lets it), into out; into code, when not NULL, the maximum's position
+ * 0..3, or 4 where the ReLU passes no gradient (maximum <= 0). */
+static inline __attribute__((always_inline)) void pool_relu_window(const v8f window[4],
+                                                                   float *out, int32_t *code)
+{
+    const v8f zero = {0};
+    v8f best = window[0];
+    v8i arg = {0};
+    for (int q = 1; q < 4; q++) {
+        const v8i take = (window[q] > best) | (window[q] != window[q]);
+        best = select8(take, window[q], best);
+        arg = (arg & ~take) | (take & q);
+    }
+    store8(out, select8((best > 0) | (best != best), best, zero));
+    if (code) {
+        const v8i inactive = best <= 0;
+        const v8i c = (arg & ~inactive) | (inactive & 4);
+        memcpy(code, &c, sizeof c);
+    }
+}
+
 /* The first member of every task: this thread's share of the work (thread of threads). */
 typedef struct {
     int threads, thread;
@@ -83,21 +106,8 @@ static inline __attribute__((always_inline)) void forward_image(
                             for (int q = 0; q < 4; q++)
                                 acc[q] += wk * patch[((ky + (q >> 1)) * width + kx + (q & 1)) * ci + c];
                         }
-                v8f best = acc[0];
-                v8i arg = {0};
-                for (int q = 1; q < 4; q++) {
-                    const v8i take = (acc[q] > best) | (acc[q] != acc[q]);
-                    best = select8(take, acc[q], best);
-                    arg = (arg & ~take) | (take & q);
-                }
                 const long at = (i * t->wp + j) * co + o;
-                /* ReLU; a NaN passes through, as torch.relu lets it. */
-                store8(out + at, select8((best > 0) | (best != best), best, zero));
-                if (code) {
-                    const v8i inactive = best <= 0;
-                    const v8i c = (arg & ~inactive) | (inactive & 4);
-                    memcpy(code + at, &c, sizeof c);
-                }
+                pool_relu_window(acc, out + at, code ? code + at : NULL);
             }
         }
     }
@@ -312,7 +322,6 @@ static void *pool_forward_worker(void *task)
 {
     const pool_task_t *t = (const pool_task_t *)task;
     const long width = t->width, co = t->co, out_size = t->hp * t->wp * co;
-    const v8f zero = {0};
     for (long b = t->share.thread; b < t->batch; b += t->share.threads) {
         const float *y = t->y + b * t->height * width * co;
         float *out = t->out + b * out_size;
@@ -320,22 +329,13 @@ static void *pool_forward_worker(void *task)
         for (long i = 0; i < t->hp; i++)
             for (long j = 0; j < t->wp; j++)
                 for (long o = 0; o < co; o += 8) {
-                    v8f best = load8(y + ((2 * i) * width + 2 * j) * co + o);
-                    v8i arg = {0};
-                    for (int q = 1; q < 4; q++) {
-                        const long at = (2 * i + (q >> 1)) * width + 2 * j + (q & 1);
-                        const v8f v = load8(y + at * co + o);
-                        const v8i take = (v > best) | (v != v);
-                        best = select8(take, v, best);
-                        arg = (arg & ~take) | (take & q);
+                    v8f window[4];
+                    for (int q = 0; q < 4; q++) {
+                        const long pixel = (2 * i + (q >> 1)) * width + 2 * j + (q & 1);
+                        window[q] = load8(y + pixel * co + o);
                     }
                     const long at = (i * t->wp + j) * co + o;
-                    store8(out + at, select8((best > 0) | (best != best), best, zero));
-                    if (code) {
-                        const v8i inactive = best <= 0;
-                        const v8i c = (arg & ~inactive) | (inactive & 4);
-                        memcpy(code + at, &c, sizeof c);
-                    }
+                    pool_relu_window(window, out + at, code ? code + at : NULL);
                 }
     }
     return NULL;
