@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+from bench_train import fused_kernels, matmul_gflops  # this folder is on sys.path
 
 from funcsim.config import TrainConfig
 from funcsim.data import Dataset, load_dataset
@@ -44,21 +44,13 @@ CONFIGS = ("pytorch", "first_stage", "both_stages")
 @contextlib.contextmanager
 def kernels(config: str) -> Iterator[None]:
     """``fit`` with PyTorch's kernels only, the first fused stage only, or both stages."""
-    saved = os.environ.get(_fused.ENABLE_ENV)
-    os.environ[_fused.ENABLE_ENV] = "0" if config == "pytorch" else "1"
     patch = (
         mock.patch.object(_fused, "sparse_fusable", return_value=False)
         if config == "first_stage"
         else contextlib.nullcontext()
     )
-    try:
-        with patch:
-            yield
-    finally:
-        if saved is None:
-            del os.environ[_fused.ENABLE_ENV]
-        else:
-            os.environ[_fused.ENABLE_ENV] = saved
+    with fused_kernels(config != "pytorch"), patch:
+        yield
 
 
 def fit_rate(data: Dataset, config: str, models: dict[str, torch.nn.Module]) -> float:
@@ -150,12 +142,6 @@ def executed_mflop_per_image(model: torch.nn.Module, shares: dict[str, float]) -
     return {"pytorch_mflop_per_image": 2 * pytorch / 1e6, "fused_mflop_per_image": 2 * fused / 1e6}
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """The fp32 matrix-multiply rate of this thread count (the fastest of ``repeats``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / seconds(lambda: a @ b, repeats) / 1e9
-
-
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3,200 images, 2 repeats")
@@ -193,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     }
     stages = stage_times(models["both_stages"], batch)
     flops = executed_mflop_per_image(models["both_stages"], stages)
-    matmul = matmul_gflops()
+    matmul = matmul_gflops(torch.device("cpu"))
     figures.update(stages)
     figures.update(flops)
     figures["matmul_gflops_1_thread"] = matmul

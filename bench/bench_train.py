@@ -173,7 +173,7 @@ def funcsim_fit(
 
 
 @contextlib.contextmanager
-def _fused_kernels(enabled: bool) -> Iterator[None]:
+def fused_kernels(enabled: bool) -> Iterator[None]:
     """``fit`` with LeNet's fused stages (the default) or PyTorch's kernels only."""
     saved = os.environ.get(ENABLE_ENV)
     os.environ[ENABLE_ENV] = "1" if enabled else "0"
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         key: str, precision: str = "fp32", force: bool = False, fused: bool = True
     ) -> Callable[[], float]:
         def run() -> float:
-            with _fused_kernels(fused):
+            with fused_kernels(fused):
                 r = funcsim_fit(data, epochs, precision, force_bf16=force)
             if key not in fits or r["images_per_s_total"] > fits[key]["images_per_s_total"]:
                 fits[key] = r

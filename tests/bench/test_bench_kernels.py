@@ -18,6 +18,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 @pytest.fixture(scope="module")
 def bench_kernels():
+    sys.path.insert(0, str(BENCH))  # it imports bench_train
     spec = importlib.util.spec_from_file_location("bench_kernels", BENCH / "bench_kernels.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -25,6 +26,7 @@ def bench_kernels():
     spec.loader.exec_module(module)
     yield module
     sys.modules.pop("bench_kernels", None)
+    sys.path.remove(str(BENCH))
 
 
 def _fused_stages() -> tuple[bool, bool]:
