@@ -10,8 +10,9 @@ On one thread (as the study's workers train) and Fashion-MNIST, batch 64, Adam:
 * each stage's forward and forward + backward time on one batch of the trained model, fused
   against PyTorch's modules, and the share of each stage's pooled outputs that pass a
   gradient (the fused backward passes' work is proportional to it);
-* the FLOPs per image each way executes (dense PyTorch against the fused stages, which skip
-  the convolutions' zero gradients), and the rate at which ``fit`` executes them, as a
+* the FLOPs per image each way executes (dense PyTorch against the fused stages, which
+  compute the second convolution as Winograd and skip the convolutions' zero gradients), and
+  the rate at which ``fit`` executes them, as a
   fraction of this thread's 2048x2048 matmul rate.
 
 Each configuration runs ``--repeats`` times, interleaved, and the fastest run counts (noise on
@@ -121,25 +122,31 @@ def stage_times(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float
 def executed_mflop_per_image(model: torch.nn.Module, shares: dict[str, float]) -> dict[str, float]:
     """LeNet's training FLOPs per 28x28 image (2 per multiply-add) as PyTorch's dense kernels count
     them (forward, then the input and weight gradients of every layer but the first's input
-    gradient, which nobody needs) and as the fused stages execute them: the same forward, but
-    a convolution's weight (and input) gradient only at the pooled outputs that pass one."""
+    gradient, which nobody needs) and as the fused stages execute them: the second
+    convolution's forward as Winograd F(2x2, 3x3) on the 5x5 pooled tiles (16 multiply-adds
+    per tile and channel pair, plus 32 additions per tile and input channel to transform the
+    input and 28 per tile and output channel to transform back and add the bias), and a
+    convolution's weight (and input) gradient only at the pooled outputs that pass one."""
     conv1, _, _, conv2, _, _ = list(model.features)  # type: ignore[attr-defined]
     linears = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]  # type: ignore[attr-defined]
-    taps1 = 9 * conv1.in_channels
-    taps2 = 9 * conv2.in_channels
+    ci2, co2 = conv2.in_channels, conv2.out_channels
+    taps1, taps2 = 9 * conv1.in_channels, 9 * ci2
     conv1_outputs = 26 * 26 * conv1.out_channels  # 28x28 input, 'valid'
-    conv2_outputs = 11 * 11 * conv2.out_channels
-    pooled1, pooled2 = 13 * 13 * conv1.out_channels, 5 * 5 * conv2.out_channels
+    conv2_outputs = 11 * 11 * co2
+    tiles2 = 5 * 5  # = pooled windows per channel
+    pooled1, pooled2 = 13 * 13 * conv1.out_channels, tiles2 * co2
     dense = sum(m.in_features * m.out_features for m in linears)
     forward = conv1_outputs * taps1 + conv2_outputs * taps2 + dense
-    pytorch = forward + conv1_outputs * taps1 + 2 * conv2_outputs * taps2 + 2 * dense
-    fused = (
-        forward
+    pytorch = 2 * (forward + conv1_outputs * taps1 + 2 * conv2_outputs * taps2 + 2 * dense)
+    winograd = tiles2 * (2 * 16 * ci2 * co2 + 32 * ci2 + 28 * co2)
+    fused = winograd + 2 * (
+        conv1_outputs * taps1
+        + dense
         + shares["stage1_gradient_share"] * pooled1 * taps1
         + 2 * shares["stage2_gradient_share"] * pooled2 * taps2
         + 2 * dense
     )
-    return {"pytorch_mflop_per_image": 2 * pytorch / 1e6, "fused_mflop_per_image": 2 * fused / 1e6}
+    return {"pytorch_mflop_per_image": pytorch / 1e6, "fused_mflop_per_image": fused / 1e6}
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:

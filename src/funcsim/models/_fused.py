@@ -8,22 +8,29 @@ LeNet training step for under 5 % of its arithmetic (BENCHMARKS.md, item 15).
 sends the weight gradient only to the position each maximum came from.
 
 Later stages (``sparse_fusable``, ``conv_then_pool_relu``; a multiple of 16 input channels).
-The convolution is a real matrix product and stays PyTorch's (oneDNN); the kernel pools and
-applies the ReLU. Its backward pass is where the time goes eagerly (about half of a LeNet
-step): after the pool and the ReLU at most one of each window's four outputs has a gradient,
-so the kernel computes the input, weight and bias gradients from those non-zeros only,
-a quarter or less of the dense work (BENCHMARKS.md, item 16).
+The forward pass is a Winograd F(2x2, 3x3) convolution: each tile yields exactly one 2x2 pool
+window, which the kernel pools and rectifies as it transforms the tile back, so the
+convolution's output map is never written and the floor-mode pool's unread last row and
+column are never computed (LeNet's second stage: 1.6 MFLOP per image in matrix products
+against 4.5 for oneDNN's direct convolution, 2.2x faster; BENCHMARKS.md, item 17). The backward
+pass is where the time went eagerly (about half of a LeNet step): after the pool and the ReLU
+at most one of each window's four outputs has a gradient, so the kernel computes the input,
+weight and bias gradients from those non-zeros only, a quarter or less of the dense work
+(BENCHMARKS.md, item 16).
 
 The C file is compiled once per machine with the system's C compiler (``$CC``, else ``cc``,
 ``gcc`` or ``clang``) into ``$FUNCSIM_KERNEL_DIR`` (default ``~/.cache/funcsim/kernels``) and
 loaded with :mod:`ctypes`; the call releases the GIL. Where there is no compiler, or with
 ``FUNCSIM_FUSED_KERNELS=0``, LeNet runs PyTorch's own kernels: same function, slower.
 
-Outputs are bit for bit those of PyTorch's kernels on the machines measured (the first
-stage's 9-tap sums run in the same order; the later stages use PyTorch's convolution);
-gradients agree to float32 rounding (a different summation order) and do not depend on the
-number of threads. Where the input holds NaN or infinity the gradients may differ: the dense
-backward pass multiplies them by the zero gradients, these kernels skip those terms.
+The first stage's outputs are bit for bit those of PyTorch's kernels on the machines measured
+(its 9-tap sums run in the same order); the later stages' outputs agree with PyTorch's to
+float32 rounding (Winograd sums in another order; against a float64 convolution they are as
+close as oneDNN's), and so do all gradients. Nothing depends on the number of threads. Where
+the input holds NaN or infinity the gradients may differ: the dense backward pass multiplies
+them by the zero gradients, these kernels skip those terms (and Winograd makes a whole tile
+NaN where the direct convolution makes one of its outputs so, which may move a NaN window's
+gradient to another of its positions).
 """
 
 from __future__ import annotations
@@ -43,7 +50,6 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
@@ -163,7 +169,7 @@ def kernel_library() -> ctypes.CDLL | None:
         signatures = {  # name: (pointers, longs)
             "funcsim_conv3x3_pool2_forward": (5, 5),
             "funcsim_conv3x3_pool2_backward": (5, 5),
-            "funcsim_pool2_relu_forward": (3, 4),
+            "funcsim_winograd_conv3x3_pool2_forward": (5, 5),
             "funcsim_conv3x3_pool2_sparse_backward": (7, 5),
         }
         for name, (pointers, longs) in signatures.items():
@@ -253,9 +259,9 @@ def fusable(conv: nn.Module, relu: nn.Module, pool: nn.Module, x: Tensor) -> Typ
 def sparse_fusable(
     conv: nn.Module, relu: nn.Module, pool: nn.Module, x: Tensor
 ) -> TypeGuard[nn.Conv2d]:
-    """Whether ``relu(pool(conv(x)))`` can run as PyTorch's convolution followed by the
-    pool/ReLU kernel and its sparse backward pass: as :func:`fusable`, but for a multiple of 16
-    input channels, and ``x`` may need a gradient (it gets one)."""
+    """Whether ``relu(pool(conv(x)))`` can run as the Winograd convolution/pool/ReLU kernel and
+    its sparse backward pass: as :func:`fusable`, but for a multiple of 16 input channels, and
+    ``x`` may need a gradient (it gets one)."""
     if not _plain_stage(conv, relu, pool, x):
         return False
     return conv.in_channels % 16 == 0 and kernel_library() is not None
@@ -323,21 +329,26 @@ def conv_pool_relu(conv: nn.Conv2d, x: Tensor) -> Tensor:
 
 
 class _ConvThenPoolReLU(torch.autograd.Function):
-    """relu(max_pool2d(conv2d(x, weight, bias), 2)), 3x3 kernel: PyTorch's convolution, then
-    the pool/ReLU kernel; the backward pass visits only the gradient's non-zeros.
+    """relu(max_pool2d(conv2d(x, weight, bias), 2)), 3x3 kernel: a Winograd F(2x2, 3x3)
+    convolution pooled as its tiles are transformed back; the backward pass visits only the
+    gradient's non-zeros.
 
     x (B, Ci, H, W) channels-last -> (B, Co, (H-2)//2, (W-2)//2) channels-last.
     """
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, record: bool) -> Tensor:
-        conv = F.conv2d(x, weight, bias).contiguous(memory_format=torch.channels_last)
-        batch, co, h, w = conv.shape
-        out = torch.empty((batch, h // 2, w // 2, co), dtype=torch.float32)
+        batch, ci, h, w = x.shape
+        co = weight.shape[0]
+        taps = weight.detach().permute(0, 2, 3, 1).contiguous()  # (Co, 3, 3, Ci); a view after fit
+        bias_c = bias.detach().contiguous() if bias is not None else None
+        out = torch.empty((batch, (h - 2) // 2, (w - 2) // 2, co), dtype=torch.float32)
         code = torch.empty(out.shape, dtype=torch.int32) if record else None
-        _call("funcsim_pool2_relu_forward", (conv, out, code), (batch, h, w, co))
+        sizes = (batch, h, w, ci, co)
+        _call("funcsim_winograd_conv3x3_pool2_forward", (x, taps, bias_c, out, code), sizes)
         if record:
-            ctx.save_for_backward(x, weight, code)
+            ctx.save_for_backward(x, taps, code)
+            ctx.weight_layout = (weight.shape, weight.stride())
         return out.permute(0, 3, 1, 2)
 
     @staticmethod
@@ -345,11 +356,10 @@ class _ConvThenPoolReLU(torch.autograd.Function):
     def backward(
         ctx: Any, grad_out: Tensor
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
-        x, weight, code = ctx.saved_tensors
+        x, taps, code = ctx.saved_tensors
         batch, ci, h, w = x.shape
-        co = weight.shape[0]
+        co = taps.shape[0]
         grad = grad_out.permute(0, 2, 3, 1).contiguous()  # (B, Hp, Wp, Co)
-        taps = weight.detach().permute(0, 2, 3, 1).contiguous()  # (Co, 3, 3, Ci)
         grad_x = (
             torch.empty_like(x, memory_format=torch.channels_last)
             if ctx.needs_input_grad[0]
@@ -362,7 +372,7 @@ class _ConvThenPoolReLU(torch.autograd.Function):
             (x, taps, grad, code, grad_x, grad_taps, grad_bias),
             (batch, h - 2, w - 2, ci, co),
         )
-        grad_weight = torch.empty_strided(weight.shape, weight.stride(), dtype=torch.float32)
+        grad_weight = torch.empty_strided(*ctx.weight_layout, dtype=torch.float32)
         grad_weight.copy_(grad_taps.permute(0, 3, 1, 2))
         return (
             grad_x,
@@ -374,7 +384,7 @@ class _ConvThenPoolReLU(torch.autograd.Function):
 
 def conv_then_pool_relu(conv: nn.Conv2d, x: Tensor) -> Tensor:
     """The stage for a ``conv`` that :func:`sparse_fusable` accepted: (B, Ci, H, W) ->
-    (B, Co, (H-2)//2, (W-2)//2), channels-last; outputs bit for bit PyTorch's."""
+    (B, Co, (H-2)//2, (W-2)//2), channels-last; outputs PyTorch's to float32 rounding."""
     weight, bias = conv.weight, conv.bias
     record = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)

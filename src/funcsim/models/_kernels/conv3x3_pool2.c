@@ -26,6 +26,9 @@
  * vector extensions, so it also compiles for CPUs without AVX) and over the batch. The
  * backward pass sums the gradient of each fixed chunk of CHUNK images separately and adds the
  * chunks in order, so its result is the same bit for bit on any number of threads.
+ *
+ * The later sections hold the later stages (16 or more input channels): a Winograd forward
+ * pass that pools as it goes, and a backward pass that visits only the non-zero gradients.
  */
 #include <pthread.h>
 #include <stddef.h>
@@ -273,24 +276,210 @@ int funcsim_conv3x3_pool2_backward(const float *x, const float *grad, const int3
     return 0;
 }
 
-/* ---- Later stages: PyTorch's convolution, then 2x2 max-pool -> ReLU here, and a sparse
- * backward pass for the three ----
+/* ---- Later stages, forward pass: Winograd F(2x2, 3x3), pooled as it is transformed back ----
  *
- * Why: with Ci >= 16 input channels the convolution is a real matrix product and oneDNN runs
- * its forward pass near the machine's matmul rate, so it stays PyTorch's. Its backward pass
- * does not need to be dense: after a 2x2 max-pool and a ReLU, at most one of each window's
- * four outputs gets a gradient (none where the maximum is <= 0), so the convolution's output
- * gradient is at most a quarter non-zero (LeNet's second stage: about 16 % on Fashion-MNIST,
- * and the floor-mode pool never reads the 11th row and column). The weight and input
- * gradients here visit only those non-zeros: per non-zero, one 3 x 3 x Ci patch of x times
- * its gradient into dw, and the same gradient times w[co] into dx's patch.
+ * Why: the floor-mode 2x2 pool reads the convolution's output in aligned 2x2 windows, and a
+ * Winograd F(2x2, 3x3) tile computes exactly such a 2x2 block of outputs from a 4x4 input
+ * patch, with 16 multiply-adds per (input, output) channel pair instead of 36. LeNet's second
+ * stage needs 5 x 5 tiles of its 11 x 11 output (the 11th row and column are never pooled):
+ * 1.6 MFLOP per image in the matrix products against 4.5 for the direct convolution. The
+ * transformed tiles of a block of WG_ROWS tiles, their products and the pooled result stay in
+ * the L1 cache; only the pooled map and its codes are written.
+ *
+ * For each tile, with d the 4x4 input patch of one channel and g one 3x3 filter (Lavin and
+ * Gray, 2016):  y (2x2) = A^T [ (G g G^T) . (B^T d B) ] A, summed over input channels, where
+ *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
+ *   A^T = [1 1 1 0; 0 1 -1 -1].
+ * The sum over input channels runs in the transformed domain: for each of the 16 positions p,
+ * M[p] (tiles x Co) = V[p] (tiles x Ci) U[p] (Ci x Co), with U = G g G^T computed once per call.
+ * The result equals the direct convolution up to float32 rounding (a different summation
+ * order); it does not depend on the number of threads (each tile is computed alone). Where the
+ * input holds NaN or infinity, a tile's four outputs are all NaN or infinite where the direct
+ * convolution makes at least one of them so: the pooled values agree, the recorded position
+ * may differ.
  *
  * Layouts (contiguous, float32 unless noted):
- *   y     (B, H, W, Co)            the convolution's output (channels-last)
- *   out   (B, Hp, Wp, Co)          relu(max over the 2x2 window of y); Hp = H/2, Wp = W/2
+ *   x     (B, H, W, Ci)        channels-last input, Ci a multiple of 8
+ *   w     (Co, 3, 3, Ci)       weights [co][ky][kx][ci] (PyTorch's channels-last layout)
+ *   bias  (Co) or NULL
+ *   out   (B, Hp, Wp, Co)      relu(max over each 2x2 window); Hp = (H-2)/2, Wp = (W-2)/2
+ *   code  (B, Hp, Wp, Co)      int32, as in the first stage, or NULL
+ */
+
+#define WG_ROWS 6 /* tiles per block: 6 x 16 accumulators + 2 weight vectors + 1 broadcast */
+
+typedef struct {
+    share_t share;
+    const float *x, *u, *bias;
+    float *out, *scratch; /* scratch: per thread, 16 x WG_ROWS x (Ci + Co) */
+    int32_t *code;
+    long batch, width, ci, co, hp, wp, in_size;
+} winograd_task_t;
+
+/* U[p][ci][co] = (G g G^T)[p] for every filter g = w[co][.][.][ci]. */
+static void winograd_weights(const float *w, float *u, long ci, long co)
+{
+    for (long o = 0; o < co; o++)
+        for (long c = 0; c < ci; c++) {
+            float g[3][3], gg[4][3];
+            for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++) g[ky][kx] = w[((o * 3 + ky) * 3 + kx) * ci + c];
+            for (int kx = 0; kx < 3; kx++) { /* G g: rows */
+                gg[0][kx] = g[0][kx];
+                gg[1][kx] = 0.5f * (g[0][kx] + g[1][kx] + g[2][kx]);
+                gg[2][kx] = 0.5f * (g[0][kx] - g[1][kx] + g[2][kx]);
+                gg[3][kx] = g[2][kx];
+            }
+            for (int a = 0; a < 4; a++) { /* (G g) G^T: columns */
+                float *row = u + (a * 4 * ci + c) * co + o; /* p = 4a + b, stride ci * co */
+                row[0] = gg[a][0];
+                row[ci * co] = 0.5f * (gg[a][0] + gg[a][1] + gg[a][2]);
+                row[2 * ci * co] = 0.5f * (gg[a][0] - gg[a][1] + gg[a][2]);
+                row[3 * ci * co] = gg[a][2];
+            }
+        }
+}
+
+/* v[p][r][0..ci) = (B^T d B)[p] of the 4x4 patch at `patch` (row stride `row` floats). */
+static inline void winograd_input_tile(const float *restrict patch, long row, long ci,
+                                       float *restrict v, long p_stride)
+{
+    for (long c = 0; c < ci; c += 8) {
+        v8f d[4][4], t[4][4];
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) d[i][j] = load8(patch + i * row + j * ci + c);
+        for (int j = 0; j < 4; j++) { /* B^T d */
+            t[0][j] = d[0][j] - d[2][j];
+            t[1][j] = d[1][j] + d[2][j];
+            t[2][j] = d[2][j] - d[1][j];
+            t[3][j] = d[1][j] - d[3][j];
+        }
+        for (int i = 0; i < 4; i++) { /* (B^T d) B */
+            float *o = v + (4 * i) * p_stride + c;
+            store8(o, t[i][0] - t[i][2]);
+            store8(o + p_stride, t[i][1] + t[i][2]);
+            store8(o + 2 * p_stride, t[i][2] - t[i][1]);
+            store8(o + 3 * p_stride, t[i][1] - t[i][3]);
+        }
+    }
+}
+
+/* m[r][c0 .. c0 + 8 NV) = sum_k v[r][k] u[k][c0 ..] for the WG_ROWS rows of one position. */
+static inline __attribute__((always_inline)) void winograd_product(
+    const float *restrict v, const float *restrict u, float *restrict m, long ci, long co,
+    long c0, int nv)
+{
+    v8f acc[WG_ROWS][2];
+    for (int r = 0; r < WG_ROWS; r++)
+        for (int q = 0; q < nv; q++) acc[r][q] = (v8f){0};
+    for (long k = 0; k < ci; k++) {
+        v8f uk[2];
+        for (int q = 0; q < nv; q++) uk[q] = load8(u + k * co + c0 + 8 * q);
+        for (int r = 0; r < WG_ROWS; r++) {
+            const float a = v[r * ci + k];
+            for (int q = 0; q < nv; q++) acc[r][q] += a * uk[q];
+        }
+    }
+    for (int r = 0; r < WG_ROWS; r++)
+        for (int q = 0; q < nv; q++) store8(m + r * co + c0 + 8 * q, acc[r][q]);
+}
+
+/* The tile's 2x2 outputs (A^T m A, plus the bias) for channels c..c+8, pooled and rectified. */
+static inline void winograd_output_tile(const float *restrict m, long p_stride, v8f bias,
+                                        float *out, int32_t *code)
+{
+    v8f s[2][4], window[4];
+    for (int j = 0; j < 4; j++) { /* A^T m */
+        const v8f m0 = load8(m + j * p_stride), m1 = load8(m + (4 + j) * p_stride);
+        const v8f m2 = load8(m + (8 + j) * p_stride), m3 = load8(m + (12 + j) * p_stride);
+        s[0][j] = m0 + m1 + m2;
+        s[1][j] = m1 - m2 - m3;
+    }
+    for (int i = 0; i < 2; i++) { /* (A^T m) A: window position 2 i + j */
+        window[2 * i] = s[i][0] + s[i][1] + s[i][2] + bias;
+        window[2 * i + 1] = s[i][1] - s[i][2] - s[i][3] + bias;
+    }
+    pool_relu_window(window, out, code);
+}
+
+static void *winograd_forward_worker(void *arg)
+{
+    const winograd_task_t *t = (const winograd_task_t *)arg;
+    const long ci = t->ci, co = t->co, tiles_per_image = t->hp * t->wp;
+    const long row = t->width * ci, out_size = tiles_per_image * co;
+    /* This thread's images: a contiguous block, its tiles numbered across images. */
+    const long b0 = t->batch * t->share.thread / t->share.threads;
+    const long b1 = t->batch * (t->share.thread + 1) / t->share.threads;
+    const long tiles = (b1 - b0) * tiles_per_image;
+    const long v_stride = WG_ROWS * ci, m_stride = WG_ROWS * co; /* per position p */
+    float *v = t->scratch + t->share.thread * 16 * (v_stride + m_stride);
+    float *m = v + 16 * v_stride;
+    for (long first = 0; first < tiles; first += WG_ROWS) {
+        const long n = tiles - first < WG_ROWS ? tiles - first : WG_ROWS;
+        for (long r = 0; r < WG_ROWS; r++) {
+            if (r >= n) { /* unused rows: zeros, not stale values (denormals would be slow) */
+                for (int p = 0; p < 16; p++) memset(v + p * v_stride + r * ci, 0, sizeof(float) * ci);
+                continue;
+            }
+            const long tile = first + r, b = b0 + tile / tiles_per_image;
+            const long i = tile % tiles_per_image / t->wp, j = tile % t->wp;
+            winograd_input_tile(t->x + b * t->in_size + 2 * i * row + 2 * j * ci, row, ci,
+                                v + r * ci, v_stride);
+        }
+        for (int p = 0; p < 16; p++) {
+            const float *vp = v + p * v_stride, *up = t->u + p * ci * co;
+            float *mp = m + p * m_stride;
+            long c0 = 0;
+            for (; c0 + 16 <= co; c0 += 16) winograd_product(vp, up, mp, ci, co, c0, 2);
+            if (c0 < co) winograd_product(vp, up, mp, ci, co, c0, 1);
+        }
+        for (long r = 0; r < n; r++) {
+            const long tile = first + r, b = b0 + tile / tiles_per_image;
+            const long at = b * out_size + tile % tiles_per_image * co;
+            for (long c = 0; c < co; c += 8) {
+                const v8f bias = t->bias ? load8(t->bias + c) : (v8f){0};
+                winograd_output_tile(m + r * co + c, m_stride, bias, t->out + at + c,
+                                     t->code ? t->code + at + c : NULL);
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Returns 0, -1 when out of memory, or -2 for shapes this kernel does not handle. */
+int funcsim_winograd_conv3x3_pool2_forward(const float *x, const float *w, const float *bias,
+                                           float *out, int32_t *code, long batch, long h,
+                                           long width, long ci, long co, int threads)
+{
+    if (h < 4 || width < 4 || ci < 8 || ci % 8 != 0 || co < 8 || co % 8 != 0) return -2;
+    threads = clamp_threads(threads);
+    float *u = malloc(sizeof(float) * (size_t)(16 * ci * co + threads * 16 * WG_ROWS * (ci + co)));
+    if (!u) return -1;
+    winograd_weights(w, u, ci, co);
+    const winograd_task_t t = {.x = x, .u = u, .bias = bias, .out = out,
+                               .scratch = u + 16 * ci * co, .code = code, .batch = batch,
+                               .width = width, .ci = ci, .co = co, .hp = (h - 2) / 2,
+                               .wp = (width - 2) / 2, .in_size = h * width * ci};
+    run_threads(winograd_forward_worker, &t, sizeof t, threads);
+    free(u);
+    return 0;
+}
+
+/* ---- Later stages, backward pass: sparse ----
+ *
+ * Why: after a 2x2 max-pool and a ReLU, at most one of each window's four convolution outputs
+ * gets a gradient (none where the maximum is <= 0), so the convolution's output gradient is at
+ * most a quarter non-zero (LeNet's second stage: about 16 % on Fashion-MNIST, and the
+ * floor-mode pool never reads the 11th row and column). The weight and input gradients here
+ * visit only those non-zeros: per non-zero, one 3 x 3 x Ci patch of x times its gradient into
+ * dw, and the same gradient times w[co] into dx's patch. The forward pass (above) recorded
+ * which window position each pooled value came from.
+ *
+ * Layouts (contiguous, float32 unless noted):
  *   code  (B, Hp, Wp, Co) int32    as in the first stage: 0..3, or 4 where no gradient passes
  *                                  (the maximum is <= 0; a NaN maximum passes it, as
- *                                  torch.relu's backward does); NULL when no gradient is wanted
+ *                                  torch.relu's backward does); Hp = H/2, Wp = W/2 for the
+ *                                  convolution's output size H x W
  *   x     (B, H+2, W+2, Ci)        the convolution's input (channels-last), Ci a multiple of 16
  *   w     (Co, 3, 3, Ci)           weights [co][ky][kx][ci] (PyTorch's channels-last layout)
  *   grad  (B, Hp, Wp, Co)          gradient of the loss with respect to out
@@ -310,40 +499,16 @@ typedef struct {
 
 typedef struct {
     share_t share;
-    const float *y, *x, *w, *grad;
-    float *out, *dx, *dw, *db;
-    int32_t *code;
+    const float *x, *w, *grad;
+    float *dx, *dw, *db;
     const int32_t *codes;
     entry_t *entries; /* per thread: Co x Hp x Wp */
     long batch, height, width, ci, co, hp, wp;
-} pool_task_t;
-
-static void *pool_forward_worker(void *task)
-{
-    const pool_task_t *t = (const pool_task_t *)task;
-    const long width = t->width, co = t->co, out_size = t->hp * t->wp * co;
-    for (long b = t->share.thread; b < t->batch; b += t->share.threads) {
-        const float *y = t->y + b * t->height * width * co;
-        float *out = t->out + b * out_size;
-        int32_t *code = t->code ? t->code + b * out_size : NULL;
-        for (long i = 0; i < t->hp; i++)
-            for (long j = 0; j < t->wp; j++)
-                for (long o = 0; o < co; o += 8) {
-                    v8f window[4];
-                    for (int q = 0; q < 4; q++) {
-                        const long pixel = (2 * i + (q >> 1)) * width + 2 * j + (q & 1);
-                        window[q] = load8(y + pixel * co + o);
-                    }
-                    const long at = (i * t->wp + j) * co + o;
-                    pool_relu_window(window, out + at, code ? code + at : NULL);
-                }
-    }
-    return NULL;
-}
+} sparse_task_t;
 
 /* One image: lists each channel's non-zero gradients, then adds them to dw, db (the chunk's
  * partial sums) and, when wanted, writes the image's dx. */
-static void sparse_backward_image(const pool_task_t *t, const float *restrict x,
+static void sparse_backward_image(const sparse_task_t *t, const float *restrict x,
                                   const float *restrict grad, const int32_t *restrict code,
                                   float *dx, float *restrict dw, float *restrict db)
 {
@@ -403,10 +568,10 @@ static void sparse_backward_image(const pool_task_t *t, const float *restrict x,
 
 static void *sparse_backward_worker(void *arg)
 {
-    const pool_task_t *t = (const pool_task_t *)arg;
+    const sparse_task_t *t = (const sparse_task_t *)arg;
     const long wsize = 9 * t->ci * t->co, chunks = (t->batch + CHUNK - 1) / CHUNK;
     const long in_size = (t->height + 2) * (t->width + 2) * t->ci, out_size = t->hp * t->wp * t->co;
-    pool_task_t mine = *t;
+    sparse_task_t mine = *t;
     mine.entries = t->entries + (long)t->share.thread * t->co * t->hp * t->wp;
     for (long k = t->share.thread; k < chunks; k += t->share.threads) {
         float *dw = t->dw + k * wsize, *db = t->db + k * t->co;
@@ -419,17 +584,6 @@ static void *sparse_backward_worker(void *arg)
                                   db);
     }
     return NULL;
-}
-
-/* y (B, H, W, Co) -> out, code. Returns 0, or -2 for shapes this kernel does not handle. */
-int funcsim_pool2_relu_forward(const float *y, float *out, int32_t *code, long batch, long h,
-                               long width, long co, int threads)
-{
-    if (h < 2 || width < 2 || co < 8 || co % 8 != 0) return -2;
-    const pool_task_t t = {.y = y, .out = out, .code = code, .batch = batch, .height = h,
-                           .width = width, .co = co, .hp = h / 2, .wp = width / 2};
-    run_threads(pool_forward_worker, &t, sizeof t, threads);
-    return 0;
 }
 
 /* The sparse backward pass; h, width are the convolution's output size (x is 2 larger).
@@ -450,7 +604,7 @@ int funcsim_conv3x3_pool2_sparse_backward(const float *x, const float *w, const 
         free(entries);
         return -1;
     }
-    const pool_task_t t = {.x = x, .w = w, .grad = grad, .codes = code, .dx = dx, .dw = parts,
+    const sparse_task_t t = {.x = x, .w = w, .grad = grad, .codes = code, .dx = dx, .dw = parts,
                            .db = parts + chunks * wsize, .entries = entries, .batch = batch,
                            .height = h, .width = width, .ci = ci, .co = co, .hp = hp, .wp = wp};
     run_threads(sparse_backward_worker, &t, sizeof t, threads);
