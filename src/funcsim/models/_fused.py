@@ -18,9 +18,9 @@ at most one of each window's four outputs has a gradient, so the kernel computes
 weight and bias gradients from those non-zeros only, a quarter or less of the dense work
 (BENCHMARKS.md, item 16).
 
-The C file is compiled once per machine with the system's C compiler (``$CC``, else ``cc``,
-``gcc`` or ``clang``) into ``$FUNCSIM_KERNEL_DIR`` (default ``~/.cache/funcsim/kernels``) and
-loaded with :mod:`ctypes`; the call releases the GIL. Where there is no compiler, or with
+The C file is compiled once per machine by :mod:`funcsim._native` (the system's C compiler,
+cached in ``$FUNCSIM_KERNEL_DIR``, default ``~/.cache/funcsim/kernels``) and loaded with
+:mod:`ctypes`; the call releases the GIL. Where there is no compiler, or with
 ``FUNCSIM_FUSED_KERNELS=0``, LeNet runs PyTorch's own kernels: same function, slower.
 
 The first stage's outputs are bit for bit those of PyTorch's kernels on the machines measured
@@ -36,22 +36,13 @@ gradient to another of its positions).
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import logging
-import os
-import platform
-import shlex
-import shutil
-import subprocess
-import tempfile
-import threading
-from importlib import resources
-from pathlib import Path
 from typing import Any, TypeGuard
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from funcsim import _native
 
 __all__ = [
     "ENABLE_ENV",
@@ -63,121 +54,24 @@ __all__ = [
     "sparse_fusable",
 ]
 
-ENABLE_ENV = "FUNCSIM_FUSED_KERNELS"
-KERNEL_DIR_ENV = "FUNCSIM_KERNEL_DIR"
-_SOURCE = "conv3x3_pool2.c"
+ENABLE_ENV = _native.ENABLE_ENV
+KERNEL_DIR_ENV = _native.KERNEL_DIR_ENV
 _CI_MAX = 3  # the kernel keeps 9 x Ci weight vectors in registers
-_log = logging.getLogger(__name__)
-_lock = threading.Lock()
-_library: ctypes.CDLL | None = None
-_tried = False
-
-
-def _enabled() -> bool:
-    """False when ``FUNCSIM_FUSED_KERNELS`` is 0/false/no/off: LeNet then runs plain PyTorch."""
-    return os.environ.get(ENABLE_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
-
-
-def _compiler() -> list[str] | None:
-    """``$CC`` (which may carry words, e.g. ``ccache gcc``), else cc, gcc or clang on PATH."""
-    cc = os.environ.get("CC", "").strip()
-    if cc:
-        return shlex.split(cc)
-    for name in ("cc", "gcc", "clang"):
-        found = shutil.which(name)
-        if found:
-            return [found]
-    return None
-
-
-def _flags() -> list[str]:
-    """Optimisation flags; vector ISA flags only where PyTorch found the CPU has them."""
-    flags = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-pthread"]
-    capability = torch.backends.cpu.get_cpu_capability()
-    if platform.machine().lower() in {"x86_64", "amd64"} and capability in {"AVX2", "AVX512"}:
-        flags += ["-mavx2", "-mfma"]
-    return flags
-
-
-def _kernel_dir() -> Path:
-    env = os.environ.get(KERNEL_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME")
-    return (Path(cache) if cache else Path("~/.cache").expanduser()) / "funcsim" / "kernels"
-
-
-def _build(cc: list[str], source: bytes, flags: list[str]) -> Path:
-    """Compile once and return the library's path; its name is a hash of source and flags."""
-    key = hashlib.sha256(
-        b"\0".join([source, " ".join(flags).encode(), platform.machine().encode()])
-    ).hexdigest()[:16]
-    user = os.getuid() if hasattr(os, "getuid") else "user"
-    for directory in (_kernel_dir(), Path(tempfile.gettempdir()) / f"funcsim-kernels-{user}"):
-        target = directory / f"conv3x3_pool2-{key}.so"
-        if target.exists():
-            return target
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(dir=directory))
-        except OSError as error:  # unwritable cache: try the next place
-            _log.debug("funcsim: cannot build kernels in %s: %s", directory, error)
-            continue
-        try:
-            src, built = work / _SOURCE, work / "out.so"
-            src.write_bytes(source)
-            subprocess.run(
-                [*cc, *flags, "-o", str(built), str(src)],
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
-            # Atomic: workers compiling at the same moment each replace it with the same file.
-            os.replace(built, target)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return target
-    raise OSError("no writable folder for funcsim's compiled kernels")
+_POINTER, _LONG, _INT = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+_SIGNATURES: dict[str, list[type]] = {  # name: pointers, then sizes, then the thread count
+    name: [_POINTER] * pointers + [_LONG] * longs + [_INT]
+    for name, (pointers, longs) in {
+        "funcsim_conv3x3_pool2_forward": (5, 5),
+        "funcsim_conv3x3_pool2_backward": (5, 5),
+        "funcsim_winograd_conv3x3_pool2_forward": (5, 5),
+        "funcsim_conv3x3_pool2_sparse_backward": (7, 5),
+    }.items()
+}
 
 
 def kernel_library() -> ctypes.CDLL | None:
     """The compiled fused kernels, or None (disabled, no compiler, or the build failed)."""
-    global _library, _tried
-    if not _enabled():
-        return None
-    with _lock:
-        if _tried:
-            return _library
-        _tried = True
-        cc = _compiler()
-        if cc is None:
-            _log.info("funcsim: no C compiler found; LeNet uses PyTorch's kernels")
-            return None
-        try:
-            kernels = resources.files("funcsim.models").joinpath("_kernels")
-            source = kernels.joinpath(_SOURCE).read_bytes()
-            library = ctypes.CDLL(str(_build(cc, source, _flags())))
-        except (OSError, subprocess.SubprocessError) as error:
-            detail = getattr(error, "stderr", b"") or b""
-            _log.info(
-                "funcsim: fused kernels unavailable (%s %s); LeNet uses PyTorch's kernels",
-                error,
-                detail.decode(errors="replace")[-500:],
-            )
-            return None
-        pointer, long, integer = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-        signatures = {  # name: (pointers, longs)
-            "funcsim_conv3x3_pool2_forward": (5, 5),
-            "funcsim_conv3x3_pool2_backward": (5, 5),
-            "funcsim_winograd_conv3x3_pool2_forward": (5, 5),
-            "funcsim_conv3x3_pool2_sparse_backward": (7, 5),
-        }
-        for name, (pointers, longs) in signatures.items():
-            function = getattr(library, name)
-            function.argtypes = [pointer] * pointers + [long] * longs + [integer]
-            function.restype = integer
-        _library = library
-        return library
+    return _native.load("funcsim.models", "conv3x3_pool2.c", _SIGNATURES)
 
 
 def _hooked(*modules: nn.Module) -> bool:

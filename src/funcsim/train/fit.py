@@ -97,7 +97,11 @@ def make_optimizer(
         # fused: one kernel for all parameters; same update rule as the default Adam.
         return torch.optim.Adam(params, lr=lr, fused=True)
     if name == "adamax":
-        return torch.optim.Adamax(params, lr=lr, foreach=True)
+        # one C pass over all parameters on CPU (PyTorch has no fused Adamax); same rule
+        from funcsim.train._optim import fused_adamax
+
+        fused = fused_adamax(params, lr) if device.type == "cpu" else None
+        return fused or torch.optim.Adamax(params, lr=lr, foreach=True)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=True)
     raise ConfigError(f"unknown optimizer {name!r}; choose one of: adam, adamax, sgd")
