@@ -8,7 +8,8 @@ Why this loop is faster than the one a user would write (bench/bench_train.py me
 BENCHMARKS.md records it): the data stay in memory as tensors, converted once to channels-last,
 and batches are gathered by index (no DataLoader, no per-sample Python, no per-batch layout
 copy); convolutions run in channels-last memory format (same float32 arithmetic); Adam runs as
-one fused kernel; evaluation runs under ``inference_mode`` in batches sized for the device
+PyTorch's fused kernel, Adamax as funcsim's (:mod:`funcsim.train._optim`); evaluation runs
+under ``inference_mode`` in batches sized for the device
 (:func:`~funcsim.train._device.eval_batch_size`: small enough on CPU that activations are
 reused heap memory, not fresh pages). On CUDA the data go to the GPU once (through pinned
 memory), cuDNN autotunes, predictions come back once per epoch, and ``bf16`` precision trains
