@@ -185,15 +185,27 @@ def bench_kernels(quick: bool, tmp: Path) -> tuple[list[Row], dict]:
             f"{f['fit_both_vs_pytorch']:.2f}x)",
         ),
         Row(
-            "  second stage, forward + backward: sparse kernel / PyTorch's",
+            "  second stage, forward + backward: Winograd + sparse kernels / PyTorch's",
             f"{f['stage2_fused_forward_backward_ms']:.1f} / "
             f"{f['stage2_pytorch_forward_backward_ms']:.1f} ms per batch "
             f"({f['stage2_gradient_share']:.0%} of its pooled outputs pass a gradient)",
         ),
         Row(
+            "  second stage, forward: Winograd kernel / PyTorch's",
+            f"{f['stage2_fused_forward_ms']:.1f} / "
+            f"{f['stage2_pytorch_forward_ms']:.1f} ms per batch",
+        ),
+        Row(
             "  first stage, forward + backward: fused kernel / PyTorch's",
             f"{f['stage1_fused_forward_backward_ms']:.1f} / "
             f"{f['stage1_pytorch_forward_backward_ms']:.1f} ms per batch",
+        ),
+        Row(
+            "  executed FLOPs, 1 thread: fit's rate / 1-thread matmul",
+            f"{f['fit_both_stages_fraction_of_matmul']:.0%} "
+            f"({f['fit_both_stages_executed_gflops']:.1f} of {f['matmul_gflops_1_thread']:.0f} "
+            f"GFLOP/s, {f['fused_mflop_per_image']:.1f} MFLOP/img; PyTorch's kernels "
+            f"{f['fit_pytorch_fraction_of_matmul']:.0%} of {f['pytorch_mflop_per_image']:.1f})",
         ),
     ]
     return rows, f
