@@ -171,19 +171,28 @@ def _call(entry: str, tensors: tuple[Tensor | None, ...], sizes: tuple[int, ...]
         raise RuntimeError(f"fused conv-pool kernel {entry} failed (status {status})")
 
 
+def _pooled_forward(
+    entry: str, x: Tensor, taps: Tensor, bias: Tensor | None, co: int, record: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Run a stage's forward kernel on x (B, Ci, H, W) channels-last and ``taps`` in the
+    kernel's weight layout: the pooled output (B, (H-2)//2, (W-2)//2, Co) and, when ``record``,
+    each value's int32 window code for the backward pass (else None)."""
+    batch, ci, h, w = x.shape
+    bias_c = bias.detach().contiguous() if bias is not None else None
+    out = torch.empty((batch, (h - 2) // 2, (w - 2) // 2, co), dtype=torch.float32)
+    code = torch.empty(out.shape, dtype=torch.int32) if record else None
+    _call(entry, (x, taps, bias_c, out, code), (batch, h, w, ci, co))
+    return out, code
+
+
 class _ConvPoolReLU(torch.autograd.Function):
     """relu(max_pool2d(conv2d(x, weight, bias), 2)), 3x3 kernel; x (B, Ci, H, W) channels-last."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, record: bool) -> Tensor:
-        batch, _, h, w = x.shape
-        co = weight.shape[0]
         taps = weight.detach().permute(2, 3, 1, 0).contiguous()  # (3, 3, Ci, Co)
-        bias_c = bias.detach().contiguous() if bias is not None else None
-        out = torch.empty((batch, (h - 2) // 2, (w - 2) // 2, co), dtype=torch.float32)
-        code = torch.empty(out.shape, dtype=torch.int32) if record else None
-        sizes = (batch, h, w, x.shape[1], co)
-        _call("funcsim_conv3x3_pool2_forward", (x, taps, bias_c, out, code), sizes)
+        entry, co = "funcsim_conv3x3_pool2_forward", weight.shape[0]
+        out, code = _pooled_forward(entry, x, taps, bias, co, record)
         if record:
             ctx.save_for_backward(x, code)
             ctx.weight_layout = (weight.shape, weight.stride())
@@ -232,14 +241,9 @@ class _ConvThenPoolReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, record: bool) -> Tensor:
-        batch, ci, h, w = x.shape
-        co = weight.shape[0]
         taps = weight.detach().permute(0, 2, 3, 1).contiguous()  # (Co, 3, 3, Ci); a view after fit
-        bias_c = bias.detach().contiguous() if bias is not None else None
-        out = torch.empty((batch, (h - 2) // 2, (w - 2) // 2, co), dtype=torch.float32)
-        code = torch.empty(out.shape, dtype=torch.int32) if record else None
-        sizes = (batch, h, w, ci, co)
-        _call("funcsim_winograd_conv3x3_pool2_forward", (x, taps, bias_c, out, code), sizes)
+        entry, co = "funcsim_winograd_conv3x3_pool2_forward", weight.shape[0]
+        out, code = _pooled_forward(entry, x, taps, bias, co, record)
         if record:
             ctx.save_for_backward(x, taps, code)
             ctx.weight_layout = (weight.shape, weight.stride())
