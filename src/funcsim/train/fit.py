@@ -40,6 +40,7 @@ from funcsim.train._device import (
     resolve_device,
     to_device,
 )
+from funcsim.train._optim import fused_adamax
 from funcsim.train._progress import EpochProgress
 from funcsim.train.evaluate import predict_into
 
@@ -99,10 +100,8 @@ def make_optimizer(
         return torch.optim.Adam(params, lr=lr, fused=True)
     if name == "adamax":
         # one C pass over all parameters on CPU (PyTorch has no fused Adamax); same rule
-        from funcsim.train._optim import fused_adamax
-
         fused = fused_adamax(params, lr) if device.type == "cpu" else None
-        return fused or torch.optim.Adamax(params, lr=lr, foreach=True)
+        return fused if fused is not None else torch.optim.Adamax(params, lr=lr, foreach=True)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=True)
     raise ConfigError(f"unknown optimizer {name!r}; choose one of: adam, adamax, sgd")
