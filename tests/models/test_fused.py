@@ -1,5 +1,5 @@
 """LeNet's fused stages (3x3 conv -> 2x2 max-pool -> ReLU) against PyTorch's kernels: the
-first stage's fused kernel, and the later stages' pool/ReLU kernel with its sparse backward."""
+first stage's fused kernel, and the later stages' Winograd forward with its sparse backward."""
 
 from __future__ import annotations
 

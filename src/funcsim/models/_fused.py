@@ -185,6 +185,19 @@ def _pooled_forward(
     return out, code
 
 
+def _parameter_grads(
+    ctx: Any, grad_weight: Tensor, grad_bias: Tensor
+) -> tuple[Tensor | None, Tensor | None]:
+    """The weight and bias gradients a backward pass returns: the weight's (Co, Ci, 3, 3) view
+    copied into the weight's own memory format (channels-last after fit), as autograd would
+    give it; None for what needs no gradient."""
+    weight = None
+    if ctx.needs_input_grad[1]:
+        weight = torch.empty_strided(*ctx.weight_layout, dtype=torch.float32)
+        weight.copy_(grad_weight)
+    return weight, grad_bias if ctx.needs_input_grad[2] else None
+
+
 class _ConvPoolReLU(torch.autograd.Function):
     """relu(max_pool2d(conv2d(x, weight, bias), 2)), 3x3 kernel; x (B, Ci, H, W) channels-last."""
 
@@ -209,15 +222,7 @@ class _ConvPoolReLU(torch.autograd.Function):
         grad_bias = torch.empty(co, dtype=torch.float32)
         tensors = (x, grad, code, grad_taps, grad_bias)
         _call("funcsim_conv3x3_pool2_backward", tensors, (batch, h, w, ci, co))
-        # The weight's own memory format (channels-last after fit), as autograd would give it.
-        grad_weight = torch.empty_strided(*ctx.weight_layout, dtype=torch.float32)
-        grad_weight.copy_(grad_taps.permute(3, 2, 0, 1))
-        return (
-            None,
-            grad_weight if ctx.needs_input_grad[1] else None,
-            grad_bias if ctx.needs_input_grad[2] else None,
-            None,
-        )
+        return (None, *_parameter_grads(ctx, grad_taps.permute(3, 2, 0, 1), grad_bias), None)
 
 
 def conv_pool_relu(conv: nn.Conv2d, x: Tensor) -> Tensor:
@@ -270,14 +275,7 @@ class _ConvThenPoolReLU(torch.autograd.Function):
             (x, taps, grad, code, grad_x, grad_taps, grad_bias),
             (batch, h - 2, w - 2, ci, co),
         )
-        grad_weight = torch.empty_strided(*ctx.weight_layout, dtype=torch.float32)
-        grad_weight.copy_(grad_taps.permute(0, 3, 1, 2))
-        return (
-            grad_x,
-            grad_weight if ctx.needs_input_grad[1] else None,
-            grad_bias if ctx.needs_input_grad[2] else None,
-            None,
-        )
+        return (grad_x, *_parameter_grads(ctx, grad_taps.permute(0, 3, 1, 2), grad_bias), None)
 
 
 def conv_then_pool_relu(conv: nn.Conv2d, x: Tensor) -> Tensor:
