@@ -62,6 +62,8 @@ def _flags() -> list[str]:
     capability = torch.backends.cpu.get_cpu_capability()
     if platform.machine().lower() in {"x86_64", "amd64"} and capability in {"AVX2", "AVX512"}:
         flags += ["-mavx2", "-mfma"]
+        if capability == "AVX512":  # PyTorch's AVX512 level implies F, BW, VL and DQ
+            flags += ["-mavx512f", "-mavx512vl"]
     return flags
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
+from funcsim import _native
 from funcsim.models import _fused
 from funcsim.models.lenet import LeNet
 
@@ -275,6 +276,38 @@ def test_sparse_stage_sends_tied_gradients_where_pytorch_sends_them() -> None:
     assert torch.equal(out, ref)
 
 
+@pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() != "AVX512", reason="needs a CPU with AVX-512"
+)
+@pytest.mark.parametrize(("ci", "co"), [(32, 64), (16, 24), (64, 40)])
+def test_the_avx512_build_gives_the_avx2_builds_bits(
+    ci: int, co: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """512-bit Winograd products and sparse rows (32 channels, 96 floats at a time) sum the
+    outputs and weight gradients in the 256-bit build's order, the input gradient in another
+    (float32 rounding apart); (16, 24) and (64, 40) also take the narrow tails."""
+    conv, _, _, x = _sparse_case(ci, co, 13, 11, 9)
+    grad = torch.randn(9, co, 5, 4, generator=torch.Generator().manual_seed(3))
+
+    def outputs() -> list[torch.Tensor]:
+        out = _fused.conv_then_pool_relu(conv, x)
+        return [out, *torch.autograd.grad(out, (x, conv.weight, conv.bias), grad)]
+
+    flags = _native._flags()
+    assert "-mavx512f" in flags
+    wide = outputs()
+    monkeypatch.setattr(_native, "_flags", lambda: [f for f in flags if "avx512" not in f])
+    monkeypatch.setattr(_native, "_loaded", {})
+    monkeypatch.setenv(_native.KERNEL_DIR_ENV, str(tmp_path))
+    narrow = outputs()
+    assert list(tmp_path.glob("conv3x3_pool2-*.so"))  # the 256-bit build ran
+    for name, a, b in zip(("out", "dx", "dw", "db"), wide, narrow, strict=True):
+        if name == "dx":
+            _assert_sums_close(a, b)
+        else:
+            assert torch.equal(a, b), name
+
+
 @pytest.mark.parametrize("stage", ["first", "later"])
 def test_gradients_do_not_depend_on_the_thread_count(stage: str) -> None:
     if stage == "first":
@@ -383,6 +416,7 @@ def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 CHECK = """
 import torch
+from funcsim import _native
 from funcsim.models import _fused
 from funcsim.models.lenet import LeNet
 model = LeNet(in_channels=1, num_classes=10, image_size=(28, 28))

@@ -24,6 +24,7 @@ from funcsim.data import Dataset
 from funcsim.errors import ConfigError, TrainingDivergedError
 from funcsim.train import TrainResult, fit, resolve_device
 from funcsim.train._device import eval_batch_size
+from funcsim.train._loss import soft_target_loss
 from funcsim.train.evaluate import set_eval
 
 
@@ -102,6 +103,16 @@ class CachedDistillationLoss:
     def __call__(
         self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor
     ) -> torch.Tensor:
+        fused = soft_target_loss(
+            logits,
+            labels,
+            log_teacher=self.log_teacher,
+            index=index,
+            alpha=self.alpha,
+            temperature=self.temperature,
+        )
+        if fused is not None:  # one C call for the loss and its gradient (funcsim.train._loss)
+            return fused
         return _loss(
             logits,
             self.log_teacher[index],
