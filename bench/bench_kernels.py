@@ -13,7 +13,11 @@ On one thread (as the study's workers train) and Fashion-MNIST, batch 64, Adam:
 * the FLOPs per image each way executes (dense PyTorch against the fused stages, which
   compute the second convolution as Winograd and skip the convolutions' zero gradients), and
   the rate at which ``fit`` executes them, as a
-  fraction of this thread's 2048x2048 matmul rate.
+  fraction of this thread's 2048x2048 matmul rate;
+* where the CPU has AVX-512, the second stage with the kernels built for 512-bit vectors (as
+  ``funcsim._native`` builds them there) against the 256-bit build, alternated (item 20);
+* the loss's forward and backward pass on one batch of 64 x 10 logits, cross-entropy and the
+  distillation loss, as one C call against PyTorch's operations (item 19).
 
 Each configuration runs ``--repeats`` times, interleaved, and the fastest run counts (noise on
 a shared machine only ever slows a run down).
@@ -31,13 +35,17 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+import torch.nn.functional as F
 from bench_train import fused_kernels, matmul_gflops  # this folder is on sys.path
 
+from funcsim import _native
+from funcsim.compress.distill import distillation_loss
 from funcsim.config import TrainConfig
 from funcsim.data import Dataset, load_dataset
 from funcsim.errors import FuncsimError
 from funcsim.models import _fused
 from funcsim.train import build_model, fit
+from funcsim.train._loss import soft_target_loss
 
 CONFIGS = ("pytorch", "first_stage", "both_stages")
 
@@ -74,8 +82,11 @@ def seconds(fn: Callable[[], object], repeats: int = 10) -> float:
     return best
 
 
-def stage_times(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
-    """Milliseconds per batch of each stage, fused and eager, forward and forward + backward.
+def stage_times(
+    model: torch.nn.Module, images: torch.Tensor, stages: tuple[str, ...] | None = None
+) -> dict[str, float]:
+    """Milliseconds per batch of each stage (or of ``stages`` only, without the gradient
+    shares), fused and eager, forward and forward + backward.
 
     The model's weights are made channels-last first, as ``fit`` trains them (it hands them
     back in PyTorch's default layout; oneDNN's convolution of a channels-last input with
@@ -89,7 +100,7 @@ def stage_times(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float
     hidden.requires_grad_()
     assert _fused.fusable(conv1, relu1, pool1, x)
     assert _fused.sparse_fusable(conv2, relu2, pool2, hidden)
-    stages = {
+    runs = {
         "stage1_fused": (lambda: _fused.conv_pool_relu(conv1, x), (conv1.weight, conv1.bias)),
         "stage1_pytorch": (lambda: relu1(pool1(conv1(x))), (conv1.weight, conv1.bias)),
         "stage2_fused": (
@@ -99,7 +110,9 @@ def stage_times(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float
         "stage2_pytorch": (lambda: relu2(pool2(conv2(hidden))), (hidden, conv2.weight, conv2.bias)),
     }
     times: dict[str, float] = {}
-    for name, (forward, wrt) in stages.items():
+    for name, (forward, wrt) in runs.items():
+        if stages is not None and name not in stages:
+            continue
         grad = torch.randn_like(forward())
 
         def step(
@@ -112,10 +125,80 @@ def stage_times(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float
         with torch.no_grad():
             times[f"{name}_forward_ms"] = 1e3 * seconds(forward)
         times[f"{name}_forward_backward_ms"] = 1e3 * seconds(step)
+    if stages is not None:
+        return times
     with torch.no_grad():
         pooled = pool2(conv2(hidden))
     times["stage1_gradient_share"] = float((hidden > 0).float().mean())
     times["stage2_gradient_share"] = float((pooled > 0).float().mean())
+    return times
+
+
+@contextlib.contextmanager
+def vector_width(wide: bool) -> Iterator[None]:
+    """The kernels built as ``funcsim._native`` builds them here (512-bit where the CPU has
+    AVX-512), or, with ``wide`` False, without the AVX-512 flags (the 256-bit build)."""
+    flags = _native._flags()
+    narrow = [f for f in flags if "avx512" not in f]
+    with (
+        mock.patch.object(_native, "_flags", return_value=flags if wide else narrow),
+        mock.patch.object(_native, "_loaded", {}),
+    ):
+        yield
+
+
+def vector_width_times(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
+    """The second stage's forward and forward + backward milliseconds with the 512-bit and the
+    256-bit builds, alternated (empty where the CPU has no AVX-512)."""
+    if "-mavx512f" not in _native._flags():
+        return {}
+    best: dict[str, float] = {}
+    for _ in range(3):
+        for wide in (True, False):
+            with vector_width(wide):
+                times = stage_times(model, images, stages=("stage2_fused",))
+            for key, value in times.items():
+                name = key.replace("stage2_fused", f"stage2_{'avx512' if wide else 'avx2'}")
+                best[name] = min(best.get(name, float("inf")), value)
+    return best
+
+
+def loss_times(classes: int = 10, batch: int = 64) -> dict[str, float]:
+    """Microseconds per batch of the loss's forward and backward pass on (batch, classes)
+    logits: cross-entropy and the distillation loss (alpha 0.5, T 3, the teacher's rows
+    gathered by index), one C call against PyTorch's operations."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(batch, classes, generator=generator).requires_grad_()
+    labels = torch.randint(0, classes, (batch,), generator=generator)
+    teacher = torch.randn(60_000, classes, generator=generator)
+    log_teacher = F.log_softmax(teacher / 3.0, dim=1)
+    index = torch.randperm(60_000, generator=generator)[:batch]
+
+    def pytorch_distill() -> torch.Tensor:
+        return distillation_loss(logits, teacher[index], labels, alpha=0.5, temperature=3.0)
+
+    def fused_distill() -> torch.Tensor | None:
+        return soft_target_loss(
+            logits, labels, log_teacher=log_teacher, index=index, alpha=0.5, temperature=3.0
+        )
+
+    losses = {
+        "cross_entropy_fused": lambda: soft_target_loss(logits, labels),
+        "cross_entropy_pytorch": lambda: F.cross_entropy(logits, labels),
+        "distill_loss_fused": fused_distill,
+        # PyTorch's cached loss: the tempered log-probabilities gathered, the rest per step
+        "distill_loss_pytorch": pytorch_distill,
+    }
+    times = {}
+    for name, loss in losses.items():
+        assert loss() is not None, name
+
+        def step(loss: Callable[[], torch.Tensor | None] = loss) -> None:
+            value = loss()
+            assert value is not None
+            value.backward()
+
+        times[f"{name}_us"] = 1e6 * seconds(step, repeats=200)
     return times
 
 
@@ -189,6 +272,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     matmul = matmul_gflops(torch.device("cpu"))
     figures.update(stages)
     figures.update(flops)
+    figures.update(vector_width_times(models["both_stages"], batch))
+    figures.update(loss_times())
     figures["matmul_gflops_1_thread"] = matmul
     for config, counted in (("pytorch", "pytorch"), ("both_stages", "fused")):
         executed = best[config] * flops[f"{counted}_mflop_per_image"] / 1e3

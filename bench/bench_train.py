@@ -29,7 +29,9 @@ batch 64, Adam lr 1e-3, with torch's default thread count (all cores):
   achieves.
 
 Each timed configuration runs ``--repeats`` times, interleaved, and the fastest run counts
-(noise on a shared machine only ever slows a run down).
+(noise on a shared machine only ever slows a run down); the distillation runs, whose ratio
+moved most between runs of the same code (0.81-1.16 in the eleventh session), at least three
+times unless ``--quick``.
 """
 
 from __future__ import annotations
@@ -303,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         quarter = data.subset(train=len(data.y_train) // 4)
         emulated = funcsim_fit(quarter, 1, "bf16", force_bf16=True)
     kd = best_of(
-        repeats,
+        repeats if args.quick else max(3, repeats),
         {
             "student": lambda: -student_epoch_seconds(data, epochs),
             "cached": lambda: -distill_epoch_seconds(data, epochs, cache=True),

@@ -208,6 +208,23 @@ def bench_kernels(quick: bool, tmp: Path) -> tuple[list[Row], dict]:
             f"{f['fit_pytorch_fraction_of_matmul']:.0%} of {f['pytorch_mflop_per_image']:.1f})",
         ),
     ]
+    if "stage2_avx512_forward_backward_ms" in f:
+        rows.append(
+            Row(
+                "  second stage, fwd+bwd / forward: 512-bit build / 256-bit build",
+                f"{f['stage2_avx512_forward_backward_ms']:.2f} / "
+                f"{f['stage2_avx2_forward_backward_ms']:.2f} ms; "
+                f"{f['stage2_avx512_forward_ms']:.2f} / {f['stage2_avx2_forward_ms']:.2f} ms",
+            )
+        )
+    if "distill_loss_fused_us" in f:
+        rows.append(
+            Row(
+                "  loss fwd+bwd (64x10): distillation / cross-entropy, C kernel / PyTorch's",
+                f"{f['distill_loss_fused_us']:.0f} / {f['distill_loss_pytorch_us']:.0f} us; "
+                f"{f['cross_entropy_fused_us']:.0f} / {f['cross_entropy_pytorch_us']:.0f} us",
+            )
+        )
     return rows, f
 
 

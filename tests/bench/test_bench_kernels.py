@@ -72,3 +72,24 @@ def test_executed_flops_count_the_gradients_each_way_computes(bench_kernels) -> 
         fused = 2 * fused_macs + winograd_flops
         assert flops["fused_mflop_per_image"] == pytest.approx(fused / 1e6)
     assert flops["fused_mflop_per_image"] < 0.4 * flops["pytorch_mflop_per_image"]
+
+
+def test_the_narrow_build_leaves_out_only_the_avx512_flags(bench_kernels) -> None:
+    from funcsim import _native
+
+    flags = _native._flags()
+    with bench_kernels.vector_width(False):
+        narrow = _native._flags()
+        assert _fused.kernel_library() is not None
+    assert narrow == [f for f in flags if "avx512" not in f]
+    assert _native._flags() == flags  # restored afterwards
+
+
+def test_loss_timings_run_the_kernel_and_pytorchs_operations(bench_kernels) -> None:
+    times = bench_kernels.loss_times(classes=3, batch=4)  # it asserts the kernel applies
+    assert set(times) == {
+        f"{loss}_{way}_us"
+        for loss in ("cross_entropy", "distill_loss")
+        for way in ("fused", "pytorch")
+    }
+    assert all(t > 0 for t in times.values())
