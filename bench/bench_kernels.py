@@ -16,8 +16,8 @@ On one thread (as the study's workers train) and Fashion-MNIST, batch 64, Adam:
   fraction of this thread's 2048x2048 matmul rate;
 * where the CPU has AVX-512, the second stage with the kernels built for 512-bit vectors (as
   ``funcsim._native`` builds them there) against the 256-bit build, alternated (item 20);
-* the loss's forward and backward pass on one batch of 64 x 10 logits, cross-entropy and the
-  distillation loss, as one C call against PyTorch's operations (item 19).
+* the distillation loss's forward and backward pass on one batch of 64 x 10 logits, as one C
+  call against PyTorch's operations (item 19), and plain cross-entropy's for scale.
 
 Each configuration runs ``--repeats`` times, interleaved, and the fastest run counts (noise on
 a shared machine only ever slows a run down).
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from bench_train import fused_kernels, matmul_gflops  # this folder is on sys.path
 
 from funcsim import _native
-from funcsim.compress.distill import distillation_loss
+from funcsim.compress.distill import CachedDistillationLoss, distillation_loss
 from funcsim.config import TrainConfig
 from funcsim.data import Dataset, load_dataset
 from funcsim.errors import FuncsimError
@@ -164,39 +164,30 @@ def vector_width_times(model: torch.nn.Module, images: torch.Tensor) -> dict[str
 
 
 def loss_times(classes: int = 10, batch: int = 64) -> dict[str, float]:
-    """Microseconds per batch of the loss's forward and backward pass on (batch, classes)
-    logits: cross-entropy and the distillation loss (alpha 0.5, T 3, the teacher's rows
-    gathered by index), one C call against PyTorch's operations."""
+    """Microseconds per batch of the distillation loss's forward and backward pass (alpha 0.5,
+    T 3, the teacher's rows gathered by index) on (batch, classes) logits, one C call against
+    PyTorch's operations, and of plain cross-entropy for scale."""
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(batch, classes, generator=generator).requires_grad_()
     labels = torch.randint(0, classes, (batch,), generator=generator)
-    teacher = torch.randn(60_000, classes, generator=generator)
-    log_teacher = F.log_softmax(teacher / 3.0, dim=1)
+    loss = CachedDistillationLoss(
+        torch.randn(60_000, classes, generator=generator), alpha=0.5, temperature=3.0
+    )
     index = torch.randperm(60_000, generator=generator)[:batch]
-
-    def pytorch_distill() -> torch.Tensor:
-        return distillation_loss(logits, teacher[index], labels, alpha=0.5, temperature=3.0)
-
-    def fused_distill() -> torch.Tensor | None:
-        return soft_target_loss(
-            logits, labels, log_teacher=log_teacher, index=index, alpha=0.5, temperature=3.0
-        )
-
-    losses = {
-        "cross_entropy_fused": lambda: soft_target_loss(logits, labels),
+    fused = soft_target_loss(logits, labels, loss.log_teacher, index, alpha=0.5, temperature=3.0)
+    assert fused is not None, "the distillation loss kernel did not apply"
+    steps: dict[str, Callable[[], torch.Tensor]] = {
+        "distill_loss_fused": lambda: loss(logits, labels, index),
+        "distill_loss_pytorch": lambda: distillation_loss(
+            logits, loss.teacher_logits[index], labels, alpha=0.5, temperature=3.0
+        ),
         "cross_entropy_pytorch": lambda: F.cross_entropy(logits, labels),
-        "distill_loss_fused": fused_distill,
-        # PyTorch's cached loss: the tempered log-probabilities gathered, the rest per step
-        "distill_loss_pytorch": pytorch_distill,
     }
     times = {}
-    for name, loss in losses.items():
-        assert loss() is not None, name
+    for name, forward in steps.items():
 
-        def step(loss: Callable[[], torch.Tensor | None] = loss) -> None:
-            value = loss()
-            assert value is not None
-            value.backward()
+        def step(forward: Callable[[], torch.Tensor] = forward) -> None:
+            forward().backward()
 
         times[f"{name}_us"] = 1e6 * seconds(step, repeats=200)
     return times

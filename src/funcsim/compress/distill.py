@@ -104,12 +104,7 @@ class CachedDistillationLoss:
         self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor
     ) -> torch.Tensor:
         fused = soft_target_loss(
-            logits,
-            labels,
-            log_teacher=self.log_teacher,
-            index=index,
-            alpha=self.alpha,
-            temperature=self.temperature,
+            logits, labels, self.log_teacher, index, alpha=self.alpha, temperature=self.temperature
         )
         if fused is not None:  # one C call for the loss and its gradient (funcsim.train._loss)
             return fused

@@ -1,12 +1,13 @@
-"""Cross-entropy and the distillation loss as one C call that also computes the gradient.
+"""The distillation loss as one C call that also computes its gradient.
 
 PyTorch builds the distillation loss ``alpha CE(s, y) + (1 - alpha) T^2 KL(softmax(t/T) ||
 softmax(s/T))`` from about a dozen small operations and autograd replays as many backward
-nodes: on a batch of 64 x 10 logits that is dispatch, not arithmetic, 5-8 % of a LeNet
-student's step (BENCHMARKS.md, item 19). ``_kernels/soft_target_loss.c`` computes the batch's
-loss and its gradient with respect to the logits in one pass (double-precision sums); the
-backward pass only scales the stored gradient. Loss and gradient equal PyTorch's to float32
-rounding (tested); nothing depends on the number of threads.
+nodes: on a batch of 64 x 10 logits that is dispatch, not arithmetic, about 120 us per step
+(BENCHMARKS.md, item 19). ``_kernels/soft_target_loss.c`` computes the batch's loss and its
+gradient with respect to the logits in one pass (double-precision sums), about 50 us with the
+call; the backward pass only scales the stored gradient. Loss and gradient equal PyTorch's to
+float32 rounding (tested); nothing depends on the number of threads. Plain cross-entropy stays
+PyTorch's: two operations, already as fast as this call.
 
 :func:`soft_target_loss` returns None where the kernel does not apply (not float32 CPU tensors,
 tracing, no compiler, ``FUNCSIM_FUSED_KERNELS=0``); callers then use PyTorch's operations.
@@ -18,13 +19,12 @@ import ctypes
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from funcsim import _native
 
-__all__ = ["cross_entropy", "soft_target_loss"]
+__all__ = ["soft_target_loss"]
 
 _POINTER, _LONG, _DOUBLE = ctypes.c_void_p, ctypes.c_long, ctypes.c_double
 _SIGNATURES: dict[str, list[type]] = {
@@ -55,8 +55,8 @@ class _SoftTargetLoss(torch.autograd.Function):
         ctx: Any,
         logits: Tensor,
         labels: Tensor,
-        log_teacher: Tensor | None,
-        index: Tensor | None,
+        log_teacher: Tensor,
+        index: Tensor,
         alpha: float,
         temperature: float,
     ) -> Tensor:
@@ -65,12 +65,12 @@ class _SoftTargetLoss(torch.autograd.Function):
         batch, classes = logits.shape
         grad = torch.empty_like(logits)
         loss = ctypes.c_double()
-        rows = 0 if log_teacher is None else log_teacher.shape[0]
+        rows = log_teacher.shape[0]
         status = library.funcsim_soft_target_loss(
             logits.data_ptr(),
             labels.data_ptr(),
-            None if log_teacher is None else log_teacher.data_ptr(),
-            None if index is None else index.data_ptr(),
+            log_teacher.data_ptr(),
+            index.data_ptr(),
             grad.data_ptr(),
             ctypes.byref(loss),
             batch,
@@ -83,6 +83,8 @@ class _SoftTargetLoss(torch.autograd.Function):
             raise IndexError(
                 f"a label lies outside [0, {classes}) (the model has {classes} outputs)"
             )
+        if status == -1:
+            raise MemoryError("soft-target loss kernel: out of memory")
         if status == -4:
             raise IndexError(f"an example index lies outside the teacher's {rows} rows")
         if status != 0:
@@ -100,18 +102,18 @@ class _SoftTargetLoss(torch.autograd.Function):
 def soft_target_loss(
     logits: Tensor,
     labels: Tensor,
+    log_teacher: Tensor,
+    index: Tensor,
     *,
-    log_teacher: Tensor | None = None,
-    index: Tensor | None = None,
-    alpha: float = 1.0,
-    temperature: float = 1.0,
+    alpha: float,
+    temperature: float,
 ) -> Tensor | None:
     """``alpha CE(logits, labels) + (1 - alpha) T^2 KL(exp(log_teacher[index]) ||
     softmax(logits / T))`` (batch means) in one C call, or None where it does not apply.
 
     ``logits`` (B, C) float32, ``labels`` (B,) int64, ``log_teacher`` (N, C) float32 tempered
     log-probabilities of the teacher (``log_softmax(t / T)``) and ``index`` (B,) int64 rows of
-    it; without ``log_teacher`` the loss is plain cross-entropy (``alpha`` must then be 1).
+    it. Raises IndexError for a label outside [0, C) or an index outside [0, N).
     """
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return None
@@ -119,12 +121,8 @@ def soft_target_loss(
         return None
     if labels.shape[0] != logits.shape[0] or logits.shape[0] == 0:
         return None
-    if log_teacher is None:
-        if alpha != 1.0:
-            return None
-    elif not (
-        index is not None
-        and _cpu(log_teacher, torch.float32, 2)
+    if not (
+        _cpu(log_teacher, torch.float32, 2)
         and _cpu(index, torch.int64, 1)
         and log_teacher.shape[1] == logits.shape[1]
         and index.shape[0] == logits.shape[0]
@@ -134,9 +132,3 @@ def soft_target_loss(
         return None
     loss: Tensor = _SoftTargetLoss.apply(logits, labels, log_teacher, index, alpha, temperature)
     return loss
-
-
-def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """``F.cross_entropy(logits, labels)`` (batch mean), as one C call where it applies."""
-    fused = soft_target_loss(logits, labels)
-    return fused if fused is not None else F.cross_entropy(logits, labels)

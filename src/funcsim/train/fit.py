@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from funcsim._faults import maybe_crash
@@ -39,7 +40,6 @@ from funcsim.train._device import (
     resolve_device,
     to_device,
 )
-from funcsim.train._loss import cross_entropy
 from funcsim.train._optim import fused_adamax
 from funcsim.train._progress import EpochProgress
 from funcsim.train.evaluate import predict_into
@@ -108,7 +108,7 @@ def make_optimizer(
 
 
 def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    return cross_entropy(logits, labels)
+    return F.cross_entropy(logits, labels)
 
 
 def _test_loss_and_accuracy(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
