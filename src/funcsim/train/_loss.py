@@ -79,12 +79,12 @@ class _SoftTargetLoss(torch.autograd.Function):
             alpha,
             temperature,
         )
+        if status == -1:
+            raise MemoryError("soft-target loss kernel: out of memory")
         if status == -3:
             raise IndexError(
                 f"a label lies outside [0, {classes}) (the model has {classes} outputs)"
             )
-        if status == -1:
-            raise MemoryError("soft-target loss kernel: out of memory")
         if status == -4:
             raise IndexError(f"an example index lies outside the teacher's {rows} rows")
         if status != 0:
