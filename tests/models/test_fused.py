@@ -308,6 +308,35 @@ def test_the_avx512_build_gives_the_avx2_builds_bits(
             assert torch.equal(a, b), name
 
 
+@pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() != "AVX512", reason="needs a CPU with AVX-512"
+)
+@pytest.mark.parametrize("co", [32, 24, 8])
+def test_the_first_stage_gives_the_same_bits_in_both_builds(
+    co: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Its 16-channel groups (512-bit) compute each element as the 8-channel ones do; 24 and 8
+    channels also take the 8-channel tail."""
+    torch.manual_seed(co)
+    conv = nn.Conv2d(1, co, 3).to(memory_format=CL)
+    x = torch.rand(7, 1, 28, 27).contiguous(memory_format=CL)
+    grad = torch.randn(7, co, 13, 12, generator=torch.Generator().manual_seed(1))
+
+    def outputs() -> list[torch.Tensor]:
+        out = _fused.conv_pool_relu(conv, x)
+        return [out, *torch.autograd.grad(out, (conv.weight, conv.bias), grad)]
+
+    flags = _native._flags()
+    wide = outputs()
+    monkeypatch.setattr(_native, "_flags", lambda: [f for f in flags if "avx512" not in f])
+    monkeypatch.setattr(_native, "_loaded", {})
+    monkeypatch.setenv(_native.KERNEL_DIR_ENV, str(tmp_path))
+    narrow = outputs()
+    assert list(tmp_path.glob("conv3x3_pool2-*.so"))  # the 256-bit build ran
+    for a, b in zip(wide, narrow, strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("stage", ["first", "later"])
 def test_gradients_do_not_depend_on_the_thread_count(stage: str) -> None:
     if stage == "first":

@@ -23,7 +23,8 @@
  *   dw     (3, 3, Ci, Co), db (Co) gradients with respect to w and bias (overwritten)
  *
  * The work is split over channels in groups of 8 (one 256-bit vector, written with GCC/Clang
- * vector extensions, so it also compiles for CPUs without AVX) and over the batch. The
+ * vector extensions, so it also compiles for CPUs without AVX; 16 in one 512-bit vector where
+ * the build targets AVX-512, see WIDE below) and over the batch. The
  * backward pass sums the gradient of each fixed chunk of CHUNK images separately and adds the
  * chunks in order, so its result is the same bit for bit on any number of threads.
  *
@@ -51,42 +52,54 @@ static inline v8f select8(v8i mask, v8f a, v8f b)
 }
 
 /* Where the compiler targets AVX-512 (funcsim._native passes -mavx512f where PyTorch found the
- * CPU has it), the two loops bound by arithmetic (the Winograd products and the sparse
- * backward pass's rows) also run on 512-bit vectors: half the instructions. The outputs and
- * the weight and bias gradients are summed in the same order either way (the same bits); the
- * input gradient's sums take their terms in another order where a whole kernel row is one
- * 96-float pass instead of two (float32 rounding apart). Either build alone is deterministic. */
+ * CPU has it), the first stage's channel groups, the Winograd products and the sparse backward
+ * pass's rows also run on 512-bit vectors: half the instructions. The code for a group is
+ * written once, as a macro over the vector type, and instantiated for 8 lanes and, where WIDE,
+ * for 16. The outputs and the weight and bias gradients are summed in the same order either
+ * way (the same bits); the input gradient's sums take their terms in another order where a
+ * whole kernel row is one 96-float pass instead of two (float32 rounding apart). Either build
+ * alone is deterministic. */
 #if defined(__AVX512F__)
 #define WIDE 1
 typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
 static inline v16f load16(const float *p) { v16f v; memcpy(&v, p, sizeof v); return v; }
 static inline void store16(float *p, v16f v) { memcpy(p, &v, sizeof v); }
+static inline v16f select16(v16i mask, v16f a, v16f b)
+{
+    return (v16f)(((v16i)a & mask) | ((v16i)b & ~mask));
+}
 #else
 #define WIDE 0
 #endif
 
-/* One 2x2 window of 8 channels (its four values in row-major order): the maximum (the first
- * in row-major order, or the last NaN, as PyTorch's max-pool picks it), rectified (a NaN
- * passes, as torch.relu lets it), into out; into code, when not NULL, the maximum's position
- * 0..3, or 4 where the ReLU passes no gradient (maximum <= 0). */
-static inline __attribute__((always_inline)) void pool_relu_window(const v8f window[4],
-                                                                   float *out, int32_t *code)
-{
-    const v8f zero = {0};
-    v8f best = window[0];
-    v8i arg = {0};
-    for (int q = 1; q < 4; q++) {
-        const v8i take = (window[q] > best) | (window[q] != window[q]);
-        best = select8(take, window[q], best);
-        arg = (arg & ~take) | (take & q);
+/* One 2x2 window of a group of channels (its four values in row-major order): the maximum
+ * (the first in row-major order, or the last NaN, as PyTorch's max-pool picks it), rectified (a
+ * NaN passes, as torch.relu lets it), into out; into code, when not NULL, the maximum's
+ * position 0..3, or 4 where the ReLU passes no gradient (maximum <= 0). */
+#define DEFINE_POOL_RELU_WINDOW(NAME, VF, VI, STORE, SELECT)                                    \
+    static inline __attribute__((always_inline)) void NAME(const VF window[4], float *out,     \
+                                                           int32_t *code)                      \
+    {                                                                                          \
+        const VF zero = {0};                                                                   \
+        VF best = window[0];                                                                   \
+        VI arg = {0};                                                                          \
+        for (int q = 1; q < 4; q++) {                                                          \
+            const VI take = (window[q] > best) | (window[q] != window[q]);                     \
+            best = SELECT(take, window[q], best);                                              \
+            arg = (arg & ~take) | (take & q);                                                  \
+        }                                                                                      \
+        STORE(out, SELECT((best > 0) | (best != best), best, zero));                           \
+        if (code) {                                                                            \
+            const VI inactive = best <= 0;                                                     \
+            const VI c = (arg & ~inactive) | (inactive & 4);                                   \
+            memcpy(code, &c, sizeof c);                                                        \
+        }                                                                                      \
     }
-    store8(out, select8((best > 0) | (best != best), best, zero));
-    if (code) {
-        const v8i inactive = best <= 0;
-        const v8i c = (arg & ~inactive) | (inactive & 4);
-        memcpy(code, &c, sizeof c);
-    }
-}
+DEFINE_POOL_RELU_WINDOW(pool_relu_window, v8f, v8i, store8, select8)
+#if WIDE
+DEFINE_POOL_RELU_WINDOW(pool_relu_window_wide, v16f, v16i, store16, select16)
+#endif
 
 /* The first member of every task: this thread's share of the work (thread of threads). */
 typedef struct {
@@ -102,32 +115,54 @@ typedef struct {
     long batch, width, ci, co, hp, wp, in_size, out_size;
 } task_t;
 
-/* One image; `ci` is a compile-time constant at each call site, so the taps unroll. */
+/* One image's channels o .. o + lanes; `ci` is a compile-time constant at each call site, so
+ * the taps unroll. */
+#define DEFINE_FORWARD_GROUP(NAME, VF, LOAD, POOL)                                             \
+    static inline __attribute__((always_inline)) void NAME(                                    \
+        const task_t *t, const float *restrict x, float *restrict out, int32_t *restrict code, \
+        long ci, long o)                                                                       \
+    {                                                                                          \
+        const long width = t->width, co = t->co;                                               \
+        VF wv[9 * CI_MAX];                                                                     \
+        for (long k = 0; k < 9 * ci; k++) wv[k] = LOAD(t->w + k * co + o);                     \
+        const VF bias = t->bias ? LOAD(t->bias + o) : (VF){0};                                 \
+        for (long i = 0; i < t->hp; i++) {                                                     \
+            for (long j = 0; j < t->wp; j++) {                                                 \
+                const float *patch = x + (2 * i * width + 2 * j) * ci;                         \
+                /* The window's four outputs side by side: four independent FMA chains. */     \
+                VF acc[4] = {bias, bias, bias, bias};                                          \
+                for (int ky = 0; ky < 3; ky++)                                                 \
+                    for (int kx = 0; kx < 3; kx++)                                             \
+                        for (long c = 0; c < ci; c++) {                                        \
+                            const VF wk = wv[(ky * 3 + kx) * ci + c];                          \
+                            const float *tap = patch + (ky * width + kx) * ci + c;             \
+                            for (int q = 0; q < 4; q++)                                        \
+                                acc[q] += wk * tap[((q >> 1) * width + (q & 1)) * ci];         \
+                        }                                                                      \
+                const long at = (i * t->wp + j) * co + o;                                      \
+                POOL(acc, out + at, code ? code + at : NULL);                                  \
+            }                                                                                  \
+        }                                                                                      \
+    }
+DEFINE_FORWARD_GROUP(forward_group, v8f, load8, pool_relu_window)
+#if WIDE
+DEFINE_FORWARD_GROUP(forward_group_wide, v16f, load16, pool_relu_window_wide)
+#endif
+
+/* One image, group by group. */
 static inline __attribute__((always_inline)) void forward_image(
     const task_t *t, const float *restrict x, float *restrict out, int32_t *restrict code, long ci)
 {
-    const long width = t->width, co = t->co;
-    const v8f zero = {0};
-    v8f wv[9 * CI_MAX];
-    for (long o = 0; o < co; o += 8) {
-        for (long k = 0; k < 9 * ci; k++) wv[k] = load8(t->w + k * co + o);
-        const v8f bias = t->bias ? load8(t->bias + o) : zero;
-        for (long i = 0; i < t->hp; i++) {
-            for (long j = 0; j < t->wp; j++) {
-                const float *patch = x + (2 * i * width + 2 * j) * ci;
-                /* The window's four outputs side by side: four independent FMA chains. */
-                v8f acc[4] = {bias, bias, bias, bias};
-                for (int ky = 0; ky < 3; ky++)
-                    for (int kx = 0; kx < 3; kx++)
-                        for (long c = 0; c < ci; c++) {
-                            const v8f wk = wv[(ky * 3 + kx) * ci + c];
-                            for (int q = 0; q < 4; q++)
-                                acc[q] += wk * patch[((ky + (q >> 1)) * width + kx + (q & 1)) * ci + c];
-                        }
-                const long at = (i * t->wp + j) * co + o;
-                pool_relu_window(acc, out + at, code ? code + at : NULL);
-            }
+    for (long o = 0; o < t->co;) {
+#if WIDE
+        if (o + 16 <= t->co) {
+            forward_group_wide(t, x, out, code, ci, o);
+            o += 16;
+            continue;
         }
+#endif
+        forward_group(t, x, out, code, ci, o);
+        o += 8;
     }
 }
 
@@ -148,37 +183,59 @@ static void *forward_worker(void *arg)
     return NULL;
 }
 
-/* Adds one image's gradient to the chunk's partial sums dw, db. */
+/* Adds one image's gradient for channels o .. o + lanes to the chunk's partial sums dw, db. */
+#define DEFINE_BACKWARD_GROUP(NAME, VF, VI, LOAD, STORE, SELECT)                               \
+    static inline __attribute__((always_inline)) void NAME(                                    \
+        const task_t *t, const float *restrict x, const float *restrict grad,                  \
+        const int32_t *restrict code, float *restrict dw, float *restrict db, long ci, long o) \
+    {                                                                                          \
+        const long width = t->width, co = t->co;                                               \
+        const VF zero = {0};                                                                   \
+        VF dwv[9 * CI_MAX];                                                                    \
+        for (long k = 0; k < 9 * ci; k++) dwv[k] = LOAD(dw + k * co + o);                      \
+        VF dbv = LOAD(db + o);                                                                 \
+        for (long i = 0; i < t->hp; i++) {                                                     \
+            for (long j = 0; j < t->wp; j++) {                                                 \
+                const long at = (i * t->wp + j) * co + o;                                      \
+                const VF g = LOAD(grad + at);                                                  \
+                VI c;                                                                          \
+                memcpy(&c, code + at, sizeof c);                                               \
+                dbv += SELECT(c < 4, g, zero);                                                 \
+                const float *patch = x + (2 * i * width + 2 * j) * ci;                         \
+                for (int q = 0; q < 4; q++) {                                                  \
+                    const VF gq = SELECT(c == q, g, zero);                                     \
+                    const float *p = patch + ((q >> 1) * width + (q & 1)) * ci;                \
+                    for (int ky = 0; ky < 3; ky++)                                             \
+                        for (int kx = 0; kx < 3; kx++)                                         \
+                            for (long c2 = 0; c2 < ci; c2++)                                   \
+                                dwv[(ky * 3 + kx) * ci + c2] +=                                \
+                                    gq * p[(ky * width + kx) * ci + c2];                       \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        for (long k = 0; k < 9 * ci; k++) STORE(dw + k * co + o, dwv[k]);                      \
+        STORE(db + o, dbv);                                                                    \
+    }
+DEFINE_BACKWARD_GROUP(backward_group, v8f, v8i, load8, store8, select8)
+#if WIDE
+DEFINE_BACKWARD_GROUP(backward_group_wide, v16f, v16i, load16, store16, select16)
+#endif
+
+/* Adds one image's gradient to the chunk's partial sums dw, db, group by group. */
 static inline __attribute__((always_inline)) void backward_image(
     const task_t *t, const float *restrict x, const float *restrict grad,
     const int32_t *restrict code, float *restrict dw, float *restrict db, long ci)
 {
-    const long width = t->width, co = t->co;
-    const v8f zero = {0};
-    v8f dwv[9 * CI_MAX];
-    for (long o = 0; o < co; o += 8) {
-        for (long k = 0; k < 9 * ci; k++) dwv[k] = load8(dw + k * co + o);
-        v8f dbv = load8(db + o);
-        for (long i = 0; i < t->hp; i++) {
-            for (long j = 0; j < t->wp; j++) {
-                const long at = (i * t->wp + j) * co + o;
-                const v8f g = load8(grad + at);
-                v8i c;
-                memcpy(&c, code + at, sizeof c);
-                dbv += select8(c < 4, g, zero);
-                const float *patch = x + (2 * i * width + 2 * j) * ci;
-                for (int q = 0; q < 4; q++) {
-                    const v8f gq = select8(c == q, g, zero);
-                    const float *p = patch + ((q >> 1) * width + (q & 1)) * ci;
-                    for (int ky = 0; ky < 3; ky++)
-                        for (int kx = 0; kx < 3; kx++)
-                            for (long c2 = 0; c2 < ci; c2++)
-                                dwv[(ky * 3 + kx) * ci + c2] += gq * p[(ky * width + kx) * ci + c2];
-                }
-            }
+    for (long o = 0; o < t->co;) {
+#if WIDE
+        if (o + 16 <= t->co) {
+            backward_group_wide(t, x, grad, code, dw, db, ci, o);
+            o += 16;
+            continue;
         }
-        for (long k = 0; k < 9 * ci; k++) store8(dw + k * co + o, dwv[k]);
-        store8(db + o, dbv);
+#endif
+        backward_group(t, x, grad, code, dw, db, ci, o);
+        o += 8;
     }
 }
 
