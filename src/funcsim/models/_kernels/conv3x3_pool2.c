@@ -604,64 +604,38 @@ typedef struct {
     long batch, height, width, ci, co, hp, wp;
 } sparse_task_t;
 
-/* For one output channel's n non-zero gradients (list) and 8 SEG_VECTORS consecutive floats of
- * its weights' kernel row (w, dw; x and dx shifted to the same place in a patch): dw += g x,
- * and, when dx is not NULL, dx += g w at each entry's patch. */
-static inline __attribute__((always_inline)) void sparse_rows(const entry_t *list, long n,
-                                                              const float *x, float *dx,
-                                                              const float *w, float *dw)
-{
-    v8f acc[SEG_VECTORS], wv[SEG_VECTORS];
-    for (int v = 0; v < SEG_VECTORS; v++) acc[v] = load8(dw + 8 * v);
-    if (dx) {
-        for (int v = 0; v < SEG_VECTORS; v++) wv[v] = load8(w + 8 * v);
-        for (long k = 0; k < n; k++) {
-            const float g = list[k].g;
-            const float *xp = x + list[k].offset;
-            float *dp = dx + list[k].offset;
-            for (int v = 0; v < SEG_VECTORS; v++) {
-                acc[v] += g * load8(xp + 8 * v);
-                store8(dp + 8 * v, load8(dp + 8 * v) + g * wv[v]);
-            }
-        }
-    } else {
-        for (long k = 0; k < n; k++) {
-            const float g = list[k].g;
-            const float *xp = x + list[k].offset;
-            for (int v = 0; v < SEG_VECTORS; v++) acc[v] += g * load8(xp + 8 * v);
-        }
+/* For one output channel's n non-zero gradients (list) and LANES x SEG_VECTORS consecutive
+ * floats of its weights' kernel row (w, dw; x and dx shifted to the same place in a patch):
+ * dw += g x, and, when dx is not NULL, dx += g w at each entry's patch. */
+#define DEFINE_SPARSE_ROWS(NAME, VF, LANES, LOAD, STORE)                                       \
+    static inline __attribute__((always_inline)) void NAME(                                    \
+        const entry_t *list, long n, const float *x, float *dx, const float *w, float *dw)     \
+    {                                                                                          \
+        VF acc[SEG_VECTORS], wv[SEG_VECTORS];                                                  \
+        for (int v = 0; v < SEG_VECTORS; v++) acc[v] = LOAD(dw + LANES * v);                   \
+        if (dx) {                                                                              \
+            for (int v = 0; v < SEG_VECTORS; v++) wv[v] = LOAD(w + LANES * v);                 \
+            for (long k = 0; k < n; k++) {                                                     \
+                const float g = list[k].g;                                                     \
+                const float *xp = x + list[k].offset;                                          \
+                float *dp = dx + list[k].offset;                                               \
+                for (int v = 0; v < SEG_VECTORS; v++) {                                        \
+                    acc[v] += g * LOAD(xp + LANES * v);                                        \
+                    STORE(dp + LANES * v, LOAD(dp + LANES * v) + g * wv[v]);                   \
+                }                                                                              \
+            }                                                                                  \
+        } else {                                                                               \
+            for (long k = 0; k < n; k++) {                                                     \
+                const float g = list[k].g;                                                     \
+                const float *xp = x + list[k].offset;                                          \
+                for (int v = 0; v < SEG_VECTORS; v++) acc[v] += g * LOAD(xp + LANES * v);      \
+            }                                                                                  \
+        }                                                                                      \
+        for (int v = 0; v < SEG_VECTORS; v++) STORE(dw + LANES * v, acc[v]);                   \
     }
-    for (int v = 0; v < SEG_VECTORS; v++) store8(dw + 8 * v, acc[v]);
-}
-
+DEFINE_SPARSE_ROWS(sparse_rows, v8f, 8, load8, store8)
 #if WIDE
-/* sparse_rows for 16 SEG_VECTORS floats on 512-bit vectors. */
-static inline __attribute__((always_inline)) void sparse_rows_wide(const entry_t *list, long n,
-                                                                   const float *x, float *dx,
-                                                                   const float *w, float *dw)
-{
-    v16f acc[SEG_VECTORS], wv[SEG_VECTORS];
-    for (int v = 0; v < SEG_VECTORS; v++) acc[v] = load16(dw + 16 * v);
-    if (dx) {
-        for (int v = 0; v < SEG_VECTORS; v++) wv[v] = load16(w + 16 * v);
-        for (long k = 0; k < n; k++) {
-            const float g = list[k].g;
-            const float *xp = x + list[k].offset;
-            float *dp = dx + list[k].offset;
-            for (int v = 0; v < SEG_VECTORS; v++) {
-                acc[v] += g * load16(xp + 16 * v);
-                store16(dp + 16 * v, load16(dp + 16 * v) + g * wv[v]);
-            }
-        }
-    } else {
-        for (long k = 0; k < n; k++) {
-            const float g = list[k].g;
-            const float *xp = x + list[k].offset;
-            for (int v = 0; v < SEG_VECTORS; v++) acc[v] += g * load16(xp + 16 * v);
-        }
-    }
-    for (int v = 0; v < SEG_VECTORS; v++) store16(dw + 16 * v, acc[v]);
-}
+DEFINE_SPARSE_ROWS(sparse_rows_wide, v16f, 16, load16, store16)
 #endif
 
 /* One image: lists each channel's non-zero gradients, then adds them to dw, db (the chunk's
