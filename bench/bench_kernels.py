@@ -14,7 +14,7 @@ On one thread (as the study's workers train) and Fashion-MNIST, batch 64, Adam:
   compute the second convolution as Winograd and skip the convolutions' zero gradients), and
   the rate at which ``fit`` executes them, as a
   fraction of this thread's 2048x2048 matmul rate;
-* where the CPU has AVX-512, the second stage with the kernels built for 512-bit vectors (as
+* where the CPU has AVX-512, both stages with the kernels built for 512-bit vectors (as
   ``funcsim._native`` builds them there) against the 256-bit build, alternated (item 20);
 * the distillation loss's forward and backward pass on one batch of 64 x 10 logits, as one C
   call against PyTorch's operations (item 19), and plain cross-entropy's for scale.
@@ -148,7 +148,7 @@ def vector_width(wide: bool) -> Iterator[None]:
 
 
 def vector_width_times(model: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
-    """The second stage's forward and forward + backward milliseconds with the 512-bit and the
+    """Each fused stage's forward and forward + backward milliseconds with the 512-bit and the
     256-bit builds, alternated (empty where the CPU has no AVX-512)."""
     if "-mavx512f" not in _native._flags():
         return {}
@@ -156,9 +156,9 @@ def vector_width_times(model: torch.nn.Module, images: torch.Tensor) -> dict[str
     for _ in range(3):
         for wide in (True, False):
             with vector_width(wide):
-                times = stage_times(model, images, stages=("stage2_fused",))
+                times = stage_times(model, images, stages=("stage1_fused", "stage2_fused"))
             for key, value in times.items():
-                name = key.replace("stage2_fused", f"stage2_{'avx512' if wide else 'avx2'}")
+                name = key.replace("_fused", f"_{'avx512' if wide else 'avx2'}")
                 best[name] = min(best.get(name, float("inf")), value)
     return best
 

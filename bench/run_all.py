@@ -208,15 +208,17 @@ def bench_kernels(quick: bool, tmp: Path) -> tuple[list[Row], dict]:
             f"{f['fit_pytorch_fraction_of_matmul']:.0%} of {f['pytorch_mflop_per_image']:.1f})",
         ),
     ]
-    if "stage2_avx512_forward_backward_ms" in f:
-        rows.append(
-            Row(
-                "  second stage, fwd+bwd / forward: 512-bit build / 256-bit build",
-                f"{f['stage2_avx512_forward_backward_ms']:.2f} / "
-                f"{f['stage2_avx2_forward_backward_ms']:.2f} ms; "
-                f"{f['stage2_avx512_forward_ms']:.2f} / {f['stage2_avx2_forward_ms']:.2f} ms",
+    for stage in ("first", "second"):
+        key = f"stage{1 if stage == 'first' else 2}"
+        if f"{key}_avx512_forward_backward_ms" in f:
+            rows.append(
+                Row(
+                    f"  {stage} stage, fwd+bwd / forward: 512-bit build / 256-bit build",
+                    f"{f[f'{key}_avx512_forward_backward_ms']:.2f} / "
+                    f"{f[f'{key}_avx2_forward_backward_ms']:.2f} ms; "
+                    f"{f[f'{key}_avx512_forward_ms']:.2f} / {f[f'{key}_avx2_forward_ms']:.2f} ms",
+                )
             )
-        )
     if "distill_loss_fused_us" in f:
         rows.append(
             Row(
