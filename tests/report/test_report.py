@@ -265,6 +265,54 @@ def test_rebuilding_gives_the_same_tables(study_dir: Path, report_dir: Path) -> 
     assert tables() == first
 
 
+def test_figures_drawn_by_two_processes_are_the_same_files(tmp_path: Path) -> None:
+    run_dir = make_study(tmp_path / "study", archs=("lenet", "resnet50"), failed=False)
+
+    def files(out: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    serial = files(build_report(run_dir, workers=1))
+    # a fresh process, as `funcsim run --jobs 2` builds it: no other thread, so it forks
+    command = [sys.executable, "-m", "funcsim", "report", str(run_dir), "--jobs", "2"]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    parallel = files(run_dir / "report")
+    assert parallel == serial
+    assert sum(name.endswith(".svg") for name in serial) == 7  # 2 x 3 and the dataset's
+
+
+def test_drawings_run_in_forked_processes_unless_threads_run() -> None:
+    import os
+    import threading
+
+    from funcsim.report import _draw
+
+    code = (
+        "import os; from funcsim.report import _draw; pids = _draw([os.getpid] * 4, 2); "
+        "print(len(pids), os.getpid() in pids, len(set(pids)))"
+    )
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert ran.stdout.split()[:2] == ["4", "False"]  # in a fresh process: forked
+    drawings = [os.getpid] * 4
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:  # forking beside another thread could deadlock the child: one after the other here
+        assert _draw(drawings, 2) == [os.getpid()] * 4  # type: ignore[arg-type]
+    finally:
+        release.set()
+        other.join()
+
+
+def test_a_drawing_error_reaches_the_caller_from_a_process() -> None:
+    from funcsim.report import _draw
+
+    def fail() -> None:
+        raise ValueError("cannot draw")
+
+    with pytest.raises(ValueError, match="cannot draw"):
+        _draw([fail, fail], 2)  # type: ignore[list-item]
+
+
 def test_stale_figures_are_removed(tmp_path: Path) -> None:
     from funcsim.report import _remove_stale_figures
 

@@ -56,6 +56,9 @@ def report(
     no_figures: Annotated[
         bool, typer.Option("--no-figures", help="Tables and documents only (faster).")
     ] = False,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="Draw the figures in this many processes.")
+    ] = 1,
 ) -> None:
     """Write the study's report: tables, figures, report.md and a self-contained report.html.
 
@@ -65,7 +68,7 @@ def report(
     """
     from funcsim.report import build_report
 
-    folder = build_report(run_dir, figures=not no_figures)
+    folder = build_report(run_dir, figures=not no_figures, workers=jobs)
     out.print(f"report written to {folder / 'report.html'} (and report.md, tables, figures)")
 
 

@@ -74,14 +74,15 @@ class _JobProgress:
         self.progress.stop()
 
 
-def _build_report(run_dir: Path) -> Path | None:
-    """Build ``RUN_DIR/report``; a failure is one line (the jobs' results are kept)."""
+def _build_report(run_dir: Path, workers: int = 1) -> Path | None:
+    """Build ``RUN_DIR/report`` (its figures drawn by ``workers`` processes); a failure is one
+    line (the jobs' results are kept)."""
     from funcsim.cli._app import is_debug
     from funcsim.errors import FuncsimError
     from funcsim.report import build_report
 
     try:
-        return build_report(run_dir)
+        return build_report(run_dir, workers=workers)
     except FuncsimError:
         raise
     except Exception as err:
@@ -183,7 +184,9 @@ def run(
             summary = run_study(cfg, run_dir, ex, events=events, jobs=planned)
         described = ex.describe()
     _print_summary(summary, described)
-    report_dir = _build_report(run_dir) if report else None
+    # the cores the jobs had now draw the report's figures
+    workers = jobs if executor == "local" else 1
+    report_dir = _build_report(run_dir, workers) if report else None
     if report_dir is not None:
         out.print(f"report: {report_dir}", highlight=False)
     if summary.failed or summary.skipped or (report and report_dir is None):

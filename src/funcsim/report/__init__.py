@@ -13,7 +13,12 @@ Every file is written atomically; rebuilding from the same jobs gives the same r
 
 from __future__ import annotations
 
+import functools
 import importlib
+import multiprocessing
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,11 +60,12 @@ def preload() -> None:
         importlib.import_module(name)
 
 
-def build_report(run_dir: Path | str, *, figures: bool = True) -> Path:
+def build_report(run_dir: Path | str, *, figures: bool = True, workers: int = 1) -> Path:
     """Write the report of the study in ``run_dir``; return the report folder.
 
     ``figures=False`` skips the figures (the tables and documents take a fraction of the
-    time); figure files of an earlier build are then left as they are.
+    time); figure files of an earlier build are then left as they are. ``workers`` > 1 draws
+    the figures in that many forked processes (:func:`_draw`; the same files).
 
     Raises :class:`funcsim.errors.StoreError` when ``run_dir`` is not a study folder.
     Failed jobs are listed in the report; groups without a finished base are skipped and
@@ -90,7 +96,7 @@ def build_report(run_dir: Path | str, *, figures: bool = True) -> Path:
     group_figs: dict[str, list[FigureFile]] = {}
     dataset_figs: dict[str, FigureFile] = {}
     if figures:
-        group_figs, dataset_figs = _figures(analysis, out, runs.study.landscape)
+        group_figs, dataset_figs = _figures(analysis, out, runs.study.landscape, workers)
     figure_files = [
         str(p)
         for figs in [*group_figs.values(), list(dataset_figs.values())]
@@ -107,14 +113,18 @@ def build_report(run_dir: Path | str, *, figures: bool = True) -> Path:
 
 
 def _figures(
-    analysis: Analysis, out: Path, cfg: LandscapeConfig
+    analysis: Analysis, out: Path, cfg: LandscapeConfig, workers: int = 1
 ) -> tuple[dict[str, list[FigureFile]], dict[str, FigureFile]]:
-    """Draw every figure; a landscape that cannot be embedded is noted, not fatal."""
+    """Draw every figure; a landscape that cannot be embedded is noted, not fatal.
+
+    The embeddings are computed here, then the figures drawn by :func:`_draw` (matplotlib's
+    rendering and the PNG/SVG encoding are most of a report's time)."""
     from funcsim.errors import FuncsimError
     from funcsim.report import figures as F
 
     group_figs: dict[str, list[FigureFile]] = {}
     dataset_figs: dict[str, FigureFile] = {}
+    drawings: list[tuple[list[FigureFile] | str, Callable[[], FigureFile]]] = []  # (to, draw)
     for dataset in analysis.datasets:
         panels: list[tuple[Group, F.Checkpoints, np.ndarray]] = []
         for group in analysis.groups_of(dataset):
@@ -126,12 +136,49 @@ def _figures(
                 analysis.problems.append(f"{group.title}: no landscape figure: {err}")
             else:
                 panels.append((group, checkpoints, embedding))
-                figs.append(F.save_landscape(group, checkpoints, embedding, cfg, out))
-            figs.append(F.save_proximity(group, out))
-            figs.append(F.save_diversity(group, out))
+                draw = functools.partial(F.save_landscape, group, checkpoints, embedding, cfg, out)
+                drawings.append((figs, draw))
+            drawings.append((figs, functools.partial(F.save_proximity, group, out)))
+            drawings.append((figs, functools.partial(F.save_diversity, group, out)))
         if len(panels) > 1:
-            dataset_figs[dataset] = F.save_dataset_landscape(dataset, panels, cfg, out)
+            draw = functools.partial(F.save_dataset_landscape, dataset, panels, cfg, out)
+            drawings.append((dataset, draw))
+    for (to, _), figure in zip(drawings, _draw([d for _, d in drawings], workers), strict=True):
+        if isinstance(to, str):
+            dataset_figs[to] = figure
+        else:
+            to.append(figure)
     return group_figs, dataset_figs
+
+
+_PENDING: list[Callable[[], FigureFile]] = []
+"""The drawings :func:`_draw` hands to its forked processes (inherited, not pickled)."""
+
+
+def _draw_pending(index: int) -> FigureFile:
+    return _PENDING[index]()
+
+
+def _draw(drawings: list[Callable[[], FigureFile]], workers: int) -> list[FigureFile]:
+    """Run the drawings, in this process or in ``workers`` forked ones; results in order.
+
+    Forked, not spawned: the children inherit the drawings and their data (a study's
+    checkpoints can be large) instead of receiving copies. Only where fork exists and this
+    process runs no other Python thread (forking a threaded process can deadlock the child);
+    otherwise, and for ``workers`` <= 1, one after the other. A drawing's error is raised here
+    either way.
+    """
+    global _PENDING
+    forkable = "fork" in multiprocessing.get_all_start_methods()
+    if workers <= 1 or len(drawings) < 2 or not forkable or threading.active_count() > 1:
+        return [draw() for draw in drawings]
+    _PENDING = drawings
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(min(workers, len(drawings)), mp_context=context) as pool:
+            return list(pool.map(_draw_pending, range(len(drawings))))
+    finally:
+        _PENDING = []
 
 
 def _remove_stale_figures(out: Path, keep: list[str]) -> None:
