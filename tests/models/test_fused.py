@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -276,6 +277,22 @@ def test_sparse_stage_sends_tied_gradients_where_pytorch_sends_them() -> None:
     assert torch.equal(out, ref)
 
 
+def _both_builds(
+    outputs: Callable[[], list[torch.Tensor]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``outputs()`` with the kernels as built here (512-bit), then rebuilt into ``tmp_path``
+    without the AVX-512 flags (256-bit)."""
+    flags = _native._flags()
+    assert "-mavx512f" in flags
+    wide = outputs()
+    monkeypatch.setattr(_native, "_flags", lambda: [f for f in flags if "avx512" not in f])
+    monkeypatch.setattr(_native, "_loaded", {})
+    monkeypatch.setenv(_native.KERNEL_DIR_ENV, str(tmp_path))
+    narrow = outputs()
+    assert list(tmp_path.glob("conv3x3_pool2-*.so"))  # the 256-bit build ran
+    return wide, narrow
+
+
 @pytest.mark.skipif(
     torch.backends.cpu.get_cpu_capability() != "AVX512", reason="needs a CPU with AVX-512"
 )
@@ -293,14 +310,7 @@ def test_the_avx512_build_gives_the_avx2_builds_bits(
         out = _fused.conv_then_pool_relu(conv, x)
         return [out, *torch.autograd.grad(out, (x, conv.weight, conv.bias), grad)]
 
-    flags = _native._flags()
-    assert "-mavx512f" in flags
-    wide = outputs()
-    monkeypatch.setattr(_native, "_flags", lambda: [f for f in flags if "avx512" not in f])
-    monkeypatch.setattr(_native, "_loaded", {})
-    monkeypatch.setenv(_native.KERNEL_DIR_ENV, str(tmp_path))
-    narrow = outputs()
-    assert list(tmp_path.glob("conv3x3_pool2-*.so"))  # the 256-bit build ran
+    wide, narrow = _both_builds(outputs, monkeypatch, tmp_path)
     for name, a, b in zip(("out", "dx", "dw", "db"), wide, narrow, strict=True):
         if name == "dx":
             _assert_sums_close(a, b)
@@ -326,13 +336,7 @@ def test_the_first_stage_gives_the_same_bits_in_both_builds(
         out = _fused.conv_pool_relu(conv, x)
         return [out, *torch.autograd.grad(out, (conv.weight, conv.bias), grad)]
 
-    flags = _native._flags()
-    wide = outputs()
-    monkeypatch.setattr(_native, "_flags", lambda: [f for f in flags if "avx512" not in f])
-    monkeypatch.setattr(_native, "_loaded", {})
-    monkeypatch.setenv(_native.KERNEL_DIR_ENV, str(tmp_path))
-    narrow = outputs()
-    assert list(tmp_path.glob("conv3x3_pool2-*.so"))  # the 256-bit build ran
+    wide, narrow = _both_builds(outputs, monkeypatch, tmp_path)
     for a, b in zip(wide, narrow, strict=True):
         assert torch.equal(a, b)
 
