@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import functools
 import importlib
-import multiprocessing
 import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -168,6 +166,9 @@ def _draw(drawings: list[Callable[[], FigureFile]], workers: int) -> list[Figure
     otherwise, and for ``workers`` <= 1, one after the other. A drawing's error is raised here
     either way.
     """
+    import multiprocessing  # here: building a report without --jobs needs neither
+    from concurrent.futures import ProcessPoolExecutor
+
     global _PENDING
     forkable = "fork" in multiprocessing.get_all_start_methods()
     if workers <= 1 or len(drawings) < 2 or not forkable or threading.active_count() > 1:
