@@ -166,12 +166,13 @@ def _draw(drawings: list[Callable[[], FigureFile]], workers: int) -> list[Figure
     otherwise, and for ``workers`` <= 1, one after the other. A drawing's error is raised here
     either way.
     """
-    import multiprocessing  # here: building a report without --jobs needs neither
+    global _PENDING
+    if workers <= 1 or len(drawings) < 2 or threading.active_count() > 1:
+        return [draw() for draw in drawings]
+    import multiprocessing  # here: a report drawn in one process needs neither
     from concurrent.futures import ProcessPoolExecutor
 
-    global _PENDING
-    forkable = "fork" in multiprocessing.get_all_start_methods()
-    if workers <= 1 or len(drawings) < 2 or not forkable or threading.active_count() > 1:
+    if "fork" not in multiprocessing.get_all_start_methods():
         return [draw() for draw in drawings]
     _PENDING = drawings
     try:
