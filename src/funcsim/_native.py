@@ -1,7 +1,8 @@
 """funcsim's small C kernels: compiled on first use, cached per machine, loaded with ctypes.
 
 Each C file ships inside the package (``models/_kernels/conv3x3_pool2.c``: LeNet's fused
-stages; ``train/_kernels/adamax.c``: a fused CPU Adamax). :func:`load` compiles one with
+stages; ``train/_kernels/adamax.c``: a fused CPU Adamax; ``train/_kernels/soft_target_loss.c``:
+the distillation loss with its gradient). :func:`load` compiles one with
 the system's C compiler (``$CC``, which may carry words such as ``ccache gcc``, else ``cc``,
 ``gcc`` or ``clang``) into ``$FUNCSIM_KERNEL_DIR`` (default ``~/.cache/funcsim/kernels``,
 falling back to a folder in the temporary directory), under a name hashed from the source and

@@ -47,12 +47,14 @@ def _cpu(t: Tensor, dtype: torch.dtype, dim: int) -> bool:
 
 
 class _SoftTargetLoss(torch.autograd.Function):
-    """The batch's loss (a float32 scalar) from logits (B, C); the backward pass returns the
-    gradient computed alongside it, times the incoming gradient."""
+    """The batch's loss (a float32 scalar) from logits (B, C), by ``library`` (the caller
+    looked it up); the backward pass returns the gradient computed alongside it, times the
+    incoming gradient."""
 
     @staticmethod
     def forward(
         ctx: Any,
+        library: ctypes.CDLL,
         logits: Tensor,
         labels: Tensor,
         log_teacher: Tensor,
@@ -60,8 +62,6 @@ class _SoftTargetLoss(torch.autograd.Function):
         alpha: float,
         temperature: float,
     ) -> Tensor:
-        library = _library()
-        assert library is not None
         batch, classes = logits.shape
         grad = torch.empty_like(logits)
         loss = ctypes.c_double()
@@ -94,9 +94,9 @@ class _SoftTargetLoss(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, None, None, None, None, None]:
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[None, Tensor, None, None, None, None, None]:
         (grad,) = ctx.saved_tensors
-        return grad * grad_loss, None, None, None, None, None
+        return None, grad * grad_loss, None, None, None, None, None
 
 
 def soft_target_loss(
@@ -128,7 +128,10 @@ def soft_target_loss(
         and index.shape[0] == logits.shape[0]
     ):
         return None
-    if _library() is None:
+    library = _library()
+    if library is None:
         return None
-    loss: Tensor = _SoftTargetLoss.apply(logits, labels, log_teacher, index, alpha, temperature)
+    loss: Tensor = _SoftTargetLoss.apply(
+        library, logits, labels, log_teacher, index, alpha, temperature
+    )
     return loss
